@@ -1,0 +1,208 @@
+//! Tenant configuration: `<plugins_dir>/<tenant>/tenant.toml`.
+//!
+//! ```toml
+//! threshold = 0.8                  # alert when the failure probability is above this
+//! model = "bearing"                # the tenant's default model (a folder of the models dir)
+//! models = ["bearing", "bearing-mlp"]  # models the tenant may use; default: [model]
+//!
+//! [limits]
+//! deadline_ms = 50                 # per plugin call
+//! memory_mib = 32                  # per plugin instance
+//!
+//! [alerts]
+//! email = ["maintenance@plant.example"]
+//! sms = ["+5511999990000"]
+//!
+//! [settings]                       # free-form, read by plugins through `host.config`
+//! language = "pt"
+//! cooldown_minutes = 60
+//! ```
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default); validation reports
+//! every problem at once.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Alert threshold when `tenant.toml` sets none: 80 %.
+pub const DEFAULT_THRESHOLD: f64 = 0.8;
+/// Deadline of one plugin call when `[limits]` sets none.
+pub const DEFAULT_DEADLINE_MS: u64 = 50;
+/// Memory cap of one plugin instance when `[limits]` sets none.
+pub const DEFAULT_MEMORY_MIB: u64 = 32;
+/// Model name when `tenant.toml` sets none.
+pub const DEFAULT_MODEL: &str = "default";
+/// Upper bounds that catch unit mistakes (a deadline in microseconds, a cap in bytes).
+const MAX_DEADLINE_MS: u64 = 10_000;
+const MAX_MEMORY_MIB: u64 = 4_096;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Models the tenant may use; empty means `[model]`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub alerts: AlertTargets,
+    /// Free-form settings for the plugins. Any TOML scalar; plugins read it as text.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTargets {
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub sms: Vec<String>,
+}
+
+fn default_threshold() -> f64 {
+    DEFAULT_THRESHOLD
+}
+fn default_model() -> String {
+    DEFAULT_MODEL.to_string()
+}
+fn default_deadline_ms() -> u64 {
+    DEFAULT_DEADLINE_MS
+}
+fn default_memory_mib() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline_ms: DEFAULT_DEADLINE_MS, memory_mib: DEFAULT_MEMORY_MIB }
+    }
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            threshold: DEFAULT_THRESHOLD,
+            model: default_model(),
+            models: Vec::new(),
+            limits: Limits::default(),
+            alerts: AlertTargets::default(),
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mib as usize) << 20
+    }
+}
+
+impl TenantConfig {
+    /// Reads and validates `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<TenantConfig, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TenantConfig::default()),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let config: TenantConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.validate().map_err(|problems| format!("{}: {}", path.display(), problems.join("; ")))?;
+        Ok(config)
+    }
+
+    /// Every problem of the configuration, or `Ok`.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            problems.push(format!("threshold must be within (0, 1), got {}", self.threshold));
+        }
+        if !(1..=MAX_DEADLINE_MS).contains(&self.limits.deadline_ms) {
+            problems.push(format!(
+                "limits.deadline_ms must be within 1..={MAX_DEADLINE_MS}, got {}",
+                self.limits.deadline_ms
+            ));
+        }
+        if !(1..=MAX_MEMORY_MIB).contains(&self.limits.memory_mib) {
+            problems.push(format!(
+                "limits.memory_mib must be within 1..={MAX_MEMORY_MIB}, got {}",
+                self.limits.memory_mib
+            ));
+        }
+        for name in std::iter::once(&self.model).chain(&self.models) {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                problems.push(format!("model name {name:?} must be a plain folder name"));
+            }
+        }
+        for (key, value) in &self.settings {
+            if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                problems.push(format!("settings.{key} must be a string, number or boolean"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// Whether the tenant may use model `name`.
+    pub fn allows_model(&self, name: &str) -> bool {
+        name == self.model || self.models.iter().any(|m| m == name)
+    }
+
+    /// What a plugin sees through `host.config(key)`: `threshold`, `model`, then `[settings]`.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        match key {
+            "threshold" => Some(self.threshold.to_string()),
+            "model" => Some(self.model.clone()),
+            _ => self.settings.get(key).map(|v| match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let c: TenantConfig = toml::from_str(
+            "threshold = 1.5\nmodel = \"../x\"\n[limits]\ndeadline_ms = 0\nmemory_mib = 99999\n[settings]\nlist = [1]",
+        )
+        .unwrap();
+        let problems = c.validate().unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<TenantConfig>("treshold = 0.5").is_err());
+    }
+
+    #[test]
+    fn lookup_renders_scalars_as_text() {
+        let c: TenantConfig = toml::from_str("[settings]\nlanguage = \"en\"\ncooldown_minutes = 5").unwrap();
+        assert_eq!(c.lookup("language").as_deref(), Some("en"));
+        assert_eq!(c.lookup("cooldown_minutes").as_deref(), Some("5"));
+        assert_eq!(c.lookup("threshold").as_deref(), Some("0.8"));
+        assert_eq!(c.lookup("nope"), None);
+    }
+}

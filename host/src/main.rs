@@ -1,0 +1,224 @@
+//! The `edgepm` command line.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use edgepm::metrics::Metrics;
+use edgepm::pipeline::process_window;
+use edgepm::plugins::{HostOptions, PluginHost, builtin, check::check_file};
+use edgepm::store::MemoryHistory;
+use edgepm::types::{Stage, Window};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// edgepm — predictive-maintenance inference host with tenant WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "edgepm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and export plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run windows (JSON lines on stdin) through the tenants' plugins and print one outcome per
+    /// window (JSON lines on stdout). The plugins folder is watched: dropping a new .wasm swaps it
+    /// in between two windows.
+    Process(ProcessArgs),
+    /// Load every tenant of a plugins folder and report what would be rejected.
+    Validate(FolderArgs),
+    /// Manage model folders.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write the hand-weighted logistic baseline (an ONNX graph, not trained) as a model folder,
+    /// so the pipeline runs before trained models are deployed.
+    Baseline {
+        /// Models folder to write into.
+        models_dir: PathBuf,
+        /// Model name (the folder name; tenants select it with `model = "..."`).
+        #[arg(long, default_value = edgepm::config::DEFAULT_MODEL)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a component's stage, world, exports and imports and run a smoke call. Exits non-zero
+    /// for a file that is not a valid component of one of the edgepm worlds.
+    Check {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Also require this stage.
+        #[arg(long, value_enum)]
+        stage: Option<StageArg>,
+    },
+    /// Write the built-in reference plugins (preprocess.wasm, score.wasm, policy.wasm) into a
+    /// folder, e.g. to start a tenant folder from them.
+    Export {
+        /// Destination folder (created if missing).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StageArg {
+    Preprocess,
+    Score,
+    Policy,
+}
+
+impl From<StageArg> for Stage {
+    fn from(s: StageArg) -> Stage {
+        match s {
+            StageArg::Preprocess => Stage::Preprocess,
+            StageArg::Score => Stage::Score,
+            StageArg::Policy => Stage::Policy,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct FolderArgs {
+    /// Tenant folders: <plugins-dir>/<tenant>/{tenant.toml,preprocess.wasm,score.wasm,policy.wasm}.
+    #[arg(long, default_value = "plugins-deployed")]
+    plugins_dir: PathBuf,
+    /// Model folders: <models-dir>/<model>/{metadata.json,...}.
+    #[arg(long, default_value = "models")]
+    models_dir: PathBuf,
+    /// Cache of compiled plugins (default: <plugins-dir>/.cache).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+impl FolderArgs {
+    fn options(&self) -> HostOptions {
+        let mut o = HostOptions::new(&self.plugins_dir, &self.models_dir);
+        o.cache_dir = Some(self.cache_dir.clone().unwrap_or_else(|| self.plugins_dir.join(".cache")));
+        o
+    }
+}
+
+#[derive(clap::Args)]
+struct ProcessArgs {
+    #[command(flatten)]
+    folders: FolderArgs,
+    /// Do not watch the plugins folder for new versions.
+    #[arg(long)]
+    no_watch: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Check { file, stage }) => {
+            match check_file(&file, stage.map(Into::into)) {
+                Ok(report) => {
+                    println!("{}: ok\n{report}", file.display());
+                    Ok(if report.smoke.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
+                Err(e) => {
+                    eprintln!("{}: not a usable edgepm plugin: {e}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Export { dir }) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for stage in Stage::ALL {
+                let path = dir.join(stage.file_name());
+                std::fs::write(&path, builtin::bytes(stage))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("{} ({})", path.display(), builtin::source(stage));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate(folders) => {
+            let host = PluginHost::open(
+                folders.options(),
+                Arc::new(MemoryHistory::default()),
+                Arc::new(Metrics::new()),
+            )?;
+            for name in host.tenant_names() {
+                if let Some(p) = host.tenant(&name) {
+                    let [pre, score, policy] = p.versions();
+                    println!(
+                        "{name}: preprocess {pre}, score {score}, policy {policy}, window {}",
+                        p.window_size
+                    );
+                }
+            }
+            let rejected = host.rejected_versions();
+            if rejected > 0 {
+                eprintln!("{rejected} plugin version(s) rejected; see the log above");
+            }
+            Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Process(args) => process(args),
+        Command::Model(ModelCommand::Baseline { models_dir, name }) => {
+            let dir = edgepm::model::baseline::write(&models_dir, &name)
+                .with_context(|| format!("writing model {name} into {}", models_dir.display()))?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::open(
+        args.folders.options(),
+        Arc::new(MemoryHistory::default()),
+        Arc::new(Metrics::new()),
+    )?;
+    let _watcher =
+        if args.no_watch { None } else { Some(host.watch().context("watching the plugins folder")?) };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = serde_json::from_str::<Window>(&line)
+            .map_err(|e| format!("line {}: not a window: {e}", n + 1))
+            .and_then(|w| process_window(&host, w).map_err(|e| format!("line {}: {e}", n + 1)));
+        match result {
+            Ok(outcome) => {
+                ok += 1;
+                serde_json::to_writer(&mut out, &outcome)?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!("{e}");
+            }
+        }
+    }
+    tracing::info!(windows = ok, failed, "Done");
+    Ok(ExitCode::SUCCESS)
+}

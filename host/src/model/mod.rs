@@ -1,0 +1,128 @@
+//! Models the tenants' scorers reach through the `predict` import.
+//!
+//! A model is a folder `<models_dir>/<name>/` with `metadata.json` (feature names in input order,
+//! version, engine, file) and the model file. One interface ([`Model`]), one engine per kind of
+//! graph; this module has the tract-onnx engine for ONNX graphs. Models are loaded once, on first
+//! use, and shared read-only by every plugin call.
+//!
+//! ```json
+//! { "name": "bearing-logistic", "version": "1", "engine": "onnx", "file": "model.onnx",
+//!   "features": ["vibration_rms", "vibration_kurtosis"], "output": 0, "threshold": 0.8 }
+//! ```
+
+pub mod baseline;
+mod onnx;
+
+pub use onnx::OnnxModel;
+
+use crate::types::{Features, Score};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Why a model could not score.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model {0:?} is not allowed for this tenant")]
+    NotAllowed(String),
+    #[error("loading model {name:?}: {reason}")]
+    Load { name: String, reason: String },
+    #[error("feature {0:?} is required by the model but missing")]
+    MissingFeature(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// `metadata.json` of a model folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    pub engine: Engine,
+    /// Model file, relative to the folder.
+    pub file: PathBuf,
+    /// Input features, in the order the model expects them.
+    pub features: Vec<String>,
+    /// Index of the output holding the probability (default: the last output). A two-column
+    /// output is read as [P(healthy), P(failure)].
+    #[serde(default)]
+    pub output: Option<usize>,
+    /// Threshold the model was tuned for (informative; the tenant's threshold rules).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Any ONNX graph tract runs (MLP, CNN, logistic regression, ...).
+    Onnx,
+}
+
+/// A loaded model.
+pub trait Model: Send + Sync {
+    /// `name@version`.
+    fn id(&self) -> &str;
+    /// Input feature names, in order.
+    fn feature_names(&self) -> &[String];
+    /// Scores one row, already in [`Model::feature_names`] order.
+    fn predict_row(&self, row: &[f32], explain: bool) -> Result<Score, ModelError>;
+}
+
+/// Orders `features` as `model` expects them.
+pub fn arrange(model: &dyn Model, features: &Features) -> Result<Vec<f32>, ModelError> {
+    model
+        .feature_names()
+        .iter()
+        .map(|name| features.get(name).ok_or_else(|| ModelError::MissingFeature(name.clone())))
+        .collect()
+}
+
+/// Loads models from a folder on first use and keeps them.
+pub struct ModelRegistry {
+    dir: PathBuf,
+    loaded: RwLock<HashMap<String, Arc<dyn Model>>>,
+}
+
+impl ModelRegistry {
+    pub fn new(dir: impl Into<PathBuf>) -> ModelRegistry {
+        ModelRegistry { dir: dir.into(), loaded: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The model called `name`, loading it if needed.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Model>, ModelError> {
+        if let Some(m) = self.loaded.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(m.clone());
+        }
+        let model = self.load(name)?;
+        let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        Ok(loaded.entry(name.to_string()).or_insert(model).clone())
+    }
+
+    fn load(&self, name: &str) -> Result<Arc<dyn Model>, ModelError> {
+        let err = |reason: String| ModelError::Load { name: name.to_string(), reason };
+        let folder = self.dir.join(name);
+        let meta_path = folder.join("metadata.json");
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| err(format!("{}: {e}", meta_path.display())))?;
+        let meta: Metadata =
+            serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", meta_path.display())))?;
+        if meta.features.is_empty() {
+            return Err(err(format!("{}: no features", meta_path.display())));
+        }
+        let model = match meta.engine {
+            Engine::Onnx => OnnxModel::load(&folder.join(&meta.file), &meta).map_err(err)?,
+        };
+        tracing::info!(model = %model.id(), path = %folder.display(), "Model loaded");
+        Ok(Arc::new(model))
+    }
+}

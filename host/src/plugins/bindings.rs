@@ -1,0 +1,204 @@
+//! Generated bindings of the three worlds, the host side of the imports, and conversions between
+//! generated types and the host's domain types. Generated types do not leave `plugins/`.
+//!
+//! The `types` and `host` interfaces are generated once (with the preprocessor world) and shared
+//! by the other worlds through `with`, so each import has exactly one implementation.
+
+use super::instance::StoreState;
+use crate::types;
+use tracing::Level as TLevel;
+
+pub mod preprocessor {
+    wasmtime::component::bindgen!({ path: "../wit", world: "preprocessor" });
+}
+
+pub mod scorer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scorer",
+        with: {
+            "edgepm:plugin/types": super::preprocessor::edgepm::plugin::types,
+            "edgepm:plugin/host": super::preprocessor::edgepm::plugin::host,
+        },
+    });
+}
+
+pub mod policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+        with: {
+            "edgepm:plugin/types": super::preprocessor::edgepm::plugin::types,
+            "edgepm:plugin/host": super::preprocessor::edgepm::plugin::host,
+        },
+    });
+}
+
+use policy::edgepm::plugin::history as history_if;
+use preprocessor::edgepm::plugin::host::{self as host_if, Level};
+use preprocessor::edgepm::plugin::types as wit;
+use scorer::edgepm::plugin::model as model_if;
+
+/// Log lines a plugin may write per call; more are dropped (a plugin must not flood the log).
+pub const LOG_LINES_PER_CALL: u32 = 16;
+/// Longest log line kept, in bytes.
+const LOG_LINE_MAX: usize = 1024;
+
+impl wit::Host for StoreState {}
+
+impl host_if::Host for StoreState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.logs_left == 0 {
+            return;
+        }
+        self.logs_left -= 1;
+        let mut message = message;
+        if message.len() > LOG_LINE_MAX {
+            let mut cut = LOG_LINE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let c = &self.ctx;
+        macro_rules! emit {
+            ($lvl:expr) => {
+                tracing::event!(target: "edgepm::plugin", $lvl, tenant = %c.tenant, stage = %c.stage,
+                    version = %c.version, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(TLevel::TRACE),
+            Level::Debug => emit!(TLevel::DEBUG),
+            Level::Info => emit!(TLevel::INFO),
+            Level::Warn => emit!(TLevel::WARN),
+            Level::Error => emit!(TLevel::ERROR),
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.ctx.config.lookup(&key)
+    }
+}
+
+impl model_if::Host for StoreState {
+    fn predict(
+        &mut self,
+        name: String,
+        features: wit::Features,
+        explain: bool,
+    ) -> Result<wit::Score, String> {
+        let config = &self.ctx.config;
+        let name = if name.is_empty() { config.model.as_str() } else { name.as_str() };
+        if !config.allows_model(name) {
+            return Err(crate::model::ModelError::NotAllowed(name.to_string()).to_string());
+        }
+        let model = self.ctx.models.get(name).map_err(|e| e.to_string())?;
+        let features = types::Features::from(features);
+        let row = crate::model::arrange(model.as_ref(), &features).map_err(|e| e.to_string())?;
+        model.predict_row(&row, explain).map(wit::Score::from).map_err(|e| e.to_string())
+    }
+}
+
+impl history_if::Host for StoreState {
+    fn above_since(&mut self, device: String, feature: String, threshold: f64) -> Option<i64> {
+        self.ctx.history.above_since(&self.ctx.tenant, &device, &feature, threshold)
+    }
+
+    fn mean(&mut self, device: String, feature: String, from_ms: i64, to_ms: i64) -> Option<f64> {
+        self.ctx.history.mean(&self.ctx.tenant, &device, &feature, from_ms, to_ms)
+    }
+
+    fn last_alert_ms(&mut self, device: String) -> Option<i64> {
+        self.ctx.history.last_alert_ms(&self.ctx.tenant, &device)
+    }
+}
+
+impl From<types::Window> for wit::Window {
+    fn from(w: types::Window) -> Self {
+        wit::Window {
+            tenant: w.tenant,
+            device: w.device,
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            timestamps_ms: w.timestamps_ms,
+            channels: w
+                .channels
+                .into_iter()
+                .map(|c| wit::Channel {
+                    name: c.name,
+                    samples: c.samples,
+                    samples_per_reading: c.samples_per_reading,
+                })
+                .collect(),
+            asset: w.asset.into_iter().map(|(key, value)| wit::Attribute { key, value }).collect(),
+        }
+    }
+}
+
+impl From<wit::Features> for types::Features {
+    fn from(f: wit::Features) -> Self {
+        types::Features { names: f.names, values: f.values }
+    }
+}
+
+impl From<&types::Features> for wit::Features {
+    fn from(f: &types::Features) -> Self {
+        wit::Features { names: f.names.clone(), values: f.values.clone() }
+    }
+}
+
+impl From<wit::Score> for types::Score {
+    fn from(s: wit::Score) -> Self {
+        types::Score {
+            probability: s.probability,
+            model: s.model,
+            contributions: s
+                .contributions
+                .into_iter()
+                .map(|c| types::Contribution { feature: c.feature, value: c.value })
+                .collect(),
+        }
+    }
+}
+
+impl From<types::Score> for wit::Score {
+    fn from(s: types::Score) -> Self {
+        wit::Score {
+            probability: s.probability,
+            model: s.model,
+            contributions: s
+                .contributions
+                .into_iter()
+                .map(|c| wit::Contribution { feature: c.feature, value: c.value })
+                .collect(),
+        }
+    }
+}
+
+impl From<&types::Score> for wit::Score {
+    fn from(s: &types::Score) -> Self {
+        wit::Score::from(s.clone())
+    }
+}
+
+impl From<wit::Decision> for types::Decision {
+    fn from(d: wit::Decision) -> Self {
+        types::Decision {
+            is_failure: d.is_failure,
+            alerts: d
+                .alerts
+                .into_iter()
+                .map(|a| types::Alert {
+                    severity: match a.severity {
+                        wit::Severity::Info => types::Severity::Info,
+                        wit::Severity::Warning => types::Severity::Warning,
+                        wit::Severity::Critical => types::Severity::Critical,
+                    },
+                    subject: a.subject,
+                    body: a.body,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Running plugin calls: a store per instance with its memory cap and deadline, a small pool of
+//! warm instances per (tenant, stage, version), and the classification of failures.
+//!
+//! Plugins keep no state between calls by contract, but instantiating per call costs tens of
+//! microseconds, more than a feature computation. So an instance is reused for consecutive calls
+//! and thrown away after any trap and after [`RECYCLE_AFTER_CALLS`] calls; a plugin that relies on
+//! its memory surviving is broken by design and will be found out by replay.
+
+use super::bindings::{policy, preprocessor, scorer};
+use super::engine::PluginEngine;
+use super::{CallError, CompiledPlugin, WorldPre};
+use crate::config::{Limits, TenantConfig};
+use crate::metrics::{CallOutcome, StageMetrics};
+use crate::model::ModelRegistry;
+use crate::store::History;
+use crate::types::{self, Stage};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Calls after which a warm instance is replaced by a fresh one.
+pub const RECYCLE_AFTER_CALLS: u32 = 10_000;
+/// Warm instances kept per plugin (more calls at once instantiate extra, short-lived ones).
+const POOL_SIZE: usize = 4;
+/// Traps are counted over this many most recent calls: a version that traps on one device's
+/// windows while serving others is still caught.
+pub const TRAP_SPAN_CALLS: u64 = 100;
+
+/// What the host imports of a plugin see: its tenant, configuration, models and history.
+pub struct CallContext {
+    pub tenant: String,
+    pub stage: Stage,
+    pub version: String,
+    pub config: Arc<TenantConfig>,
+    pub models: Arc<ModelRegistry>,
+    pub history: Arc<dyn History>,
+}
+
+/// Enforces the memory cap and remembers whether it was hit, to tell an out-of-memory trap
+/// from other traps.
+pub(crate) struct Limiter {
+    memory_cap: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.hit = true;
+            wasmtime::bail!(
+                "memory cap of {} MiB exceeded (asked for {desired} bytes)",
+                self.memory_cap >> 20
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Data of a store: WASI (empty context), limits, and the call context.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) ctx: Arc<CallContext>,
+    pub(crate) logs_left: u32,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+enum Bindings {
+    Preprocessor(preprocessor::Preprocessor),
+    Scorer(scorer::Scorer),
+    Policy(policy::Policy),
+}
+
+struct Warm {
+    store: Store<StoreState>,
+    bindings: Bindings,
+    calls: u32,
+}
+
+/// One plugin version serving one tenant's stage.
+pub struct StagePlugin {
+    pub compiled: Arc<CompiledPlugin>,
+    ctx: Arc<CallContext>,
+    limits: Limits,
+    deadline_ticks: u64,
+    pool: Mutex<Vec<Warm>>,
+    calls: AtomicU64,
+    /// Call numbers of the traps among the last [`TRAP_SPAN_CALLS`] calls.
+    recent_traps: Mutex<VecDeque<u64>>,
+    metrics: StageMetrics,
+}
+
+impl StagePlugin {
+    pub fn new(compiled: Arc<CompiledPlugin>, ctx: Arc<CallContext>, metrics: StageMetrics) -> StagePlugin {
+        let limits = ctx.config.limits;
+        StagePlugin {
+            compiled,
+            ctx,
+            deadline_ticks: PluginEngine::deadline_ticks(limits.deadline()),
+            limits,
+            pool: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+            recent_traps: Mutex::new(VecDeque::new()),
+            metrics,
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.compiled.pre.stage()
+    }
+
+    pub fn version(&self) -> &str {
+        &self.compiled.version.id
+    }
+
+    /// Traps among the last [`TRAP_SPAN_CALLS`] calls.
+    pub fn recent_traps(&self) -> usize {
+        let now = self.calls.load(Ordering::Relaxed);
+        let mut traps = self.recent_traps.lock().unwrap_or_else(PoisonError::into_inner);
+        while traps.front().is_some_and(|&n| n + TRAP_SPAN_CALLS <= now) {
+            traps.pop_front();
+        }
+        traps.len()
+    }
+
+    /// `window-size` of a preprocessor.
+    pub fn window_size(&self) -> Result<u32, CallError> {
+        self.call(|store, b| match b {
+            Bindings::Preprocessor(p) => p.call_window_size(store).map(Ok),
+            _ => Ok(Err(wrong_stage(Stage::Preprocess))),
+        })
+    }
+
+    /// `features` of a preprocessor. Takes the window by value: its sample vectors move into the
+    /// call instead of being copied.
+    pub fn features(&self, window: types::Window) -> Result<types::Features, CallError> {
+        let w = window.into();
+        self.call(|store, b| match b {
+            Bindings::Preprocessor(p) => p.call_features(store, &w).map(|r| r.map(Into::into)),
+            _ => Ok(Err(wrong_stage(Stage::Preprocess))),
+        })
+    }
+
+    /// `score` of a scorer.
+    pub fn score(&self, features: &types::Features) -> Result<types::Score, CallError> {
+        let f = features.into();
+        self.call(|store, b| match b {
+            Bindings::Scorer(s) => s.call_score(store, &f).map(|r| r.map(Into::into)),
+            _ => Ok(Err(wrong_stage(Stage::Score))),
+        })
+    }
+
+    /// `decide` of a policy.
+    pub fn decide(
+        &self,
+        device: &str,
+        ts_ms: i64,
+        features: &types::Features,
+        score: &types::Score,
+    ) -> Result<types::Decision, CallError> {
+        let (f, s) = (features.into(), score.into());
+        self.call(|store, b| match b {
+            Bindings::Policy(p) => p.call_decide(store, device, ts_ms, &f, &s).map(|r| r.map(Into::into)),
+            _ => Ok(Err(wrong_stage(Stage::Policy))),
+        })
+    }
+
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<StoreState>, &Bindings) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, CallError> {
+        let started = Instant::now();
+        let warm = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let result = match warm.map_or_else(|| self.instantiate(), Ok) {
+            Err(e) => Err(e),
+            Ok(mut warm) => {
+                warm.store.set_epoch_deadline(self.deadline_ticks);
+                warm.store.data_mut().logs_left = super::bindings::LOG_LINES_PER_CALL;
+                match f(&mut warm.store, &warm.bindings) {
+                    Ok(r) => {
+                        warm.calls += 1;
+                        self.release(warm);
+                        r.map_err(CallError::Rejected)
+                    }
+                    Err(e) => Err(self.classify(e, warm.store.data().limiter.hit)),
+                }
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        if outcome != CallOutcome::Ok && outcome != CallOutcome::Error {
+            self.recent_traps.lock().unwrap_or_else(PoisonError::into_inner).push_back(call);
+        }
+        self.metrics.record(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn release(&self, warm: Warm) {
+        if warm.calls < RECYCLE_AFTER_CALLS {
+            let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < POOL_SIZE {
+                pool.push(warm);
+            }
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let engine = self.compiled.component.engine();
+        let state = StoreState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: Limiter { memory_cap: self.limits.memory_bytes(), hit: false },
+            ctx: self.ctx.clone(),
+            logs_left: super::bindings::LOG_LINES_PER_CALL,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Instantiation runs guest initialisers: it is under the deadline too.
+        store.set_epoch_deadline(self.deadline_ticks);
+        let bindings = match &self.compiled.pre {
+            WorldPre::Preprocessor(p) => p.instantiate(&mut store).map(Bindings::Preprocessor),
+            WorldPre::Scorer(p) => p.instantiate(&mut store).map(Bindings::Scorer),
+            WorldPre::Policy(p) => p.instantiate(&mut store).map(Bindings::Policy),
+        };
+        match bindings {
+            Ok(bindings) => Ok(Warm { store, bindings, calls: 0 }),
+            Err(e) => Err(self.classify(e, store.data().limiter.hit)),
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error, memory_cap_hit: bool) -> CallError {
+        if memory_cap_hit {
+            return CallError::MemoryCap(self.limits.memory_mib);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.limits.deadline_ms),
+            Some(trap) => CallError::Trap(trap.to_string()),
+            None => CallError::Trap(e.root_cause().to_string()),
+        }
+    }
+}
+
+fn wrong_stage(expected: Stage) -> String {
+    format!("host bug: a {expected} call reached a plugin of another stage")
+}

@@ -1,0 +1,119 @@
+//! The plugin host: tenants' WebAssembly components, sandboxed, hot-swapped.
+//!
+//! - `engine.rs`: the wasmtime engine, epoch clock, linkers, compile cache.
+//! - `bindings.rs`: generated bindings (kept inside this module) and the host imports.
+//! - `instance.rs`: calls under a deadline and a memory cap; warm instances; failure kinds.
+//! - `registry.rs`: tenants, their current plugin versions, reload, rejection, quarantine.
+//! - `watcher.rs`: watches the plugins folder and triggers reloads off the hot path.
+//! - `check.rs`: `edgepm plugin check`.
+//!
+//! Swapping is atomic per window: a window takes a snapshot ([`TenantPipeline`]) of its tenant's
+//! three stages and runs all of them from it, while a reload builds a new snapshot and swaps the
+//! pointer. A window is therefore never processed half by an old and half by a new version.
+
+mod bindings;
+pub mod builtin;
+pub mod check;
+mod engine;
+mod instance;
+mod registry;
+mod watcher;
+
+pub use engine::{EPOCH_TICK, PluginEngine};
+pub use instance::{CallContext, RECYCLE_AFTER_CALLS, StagePlugin, TRAP_SPAN_CALLS};
+pub use registry::{HostOptions, PluginEvent, PluginEventKind, PluginHost, TenantPipeline};
+pub use watcher::{DEBOUNCE, Watcher};
+
+use crate::metrics::CallOutcome;
+use crate::types::Stage;
+use wasmtime::component::Component;
+
+/// A compiled component and the world it implements.
+pub struct CompiledPlugin {
+    pub version: PluginVersion,
+    pub component: Component,
+    pre: WorldPre,
+}
+
+impl CompiledPlugin {
+    pub fn stage(&self) -> Stage {
+        self.pre.stage()
+    }
+}
+
+/// Which plugin version: the first 12 hex digits of the SHA-256 of the component, and where it
+/// came from (`builtin:<name>` or a file path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub id: String,
+    pub source: String,
+}
+
+/// Pre-instantiated component, typed by world.
+pub(crate) enum WorldPre {
+    Preprocessor(bindings::preprocessor::PreprocessorPre<instance::StoreState>),
+    Scorer(bindings::scorer::ScorerPre<instance::StoreState>),
+    Policy(bindings::policy::PolicyPre<instance::StoreState>),
+}
+
+impl WorldPre {
+    fn stage(&self) -> Stage {
+        match self {
+            WorldPre::Preprocessor(_) => Stage::Preprocess,
+            WorldPre::Scorer(_) => Stage::Score,
+            WorldPre::Policy(_) => Stage::Policy,
+        }
+    }
+}
+
+/// Why a file was not accepted as a plugin version.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("not WebAssembly (no `\\0asm` preamble)")]
+    NotWasm,
+    #[error(
+        "a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("does not compile: {0}")]
+    Compile(String),
+    #[error("implements none of the edgepm:plugin@0.1.0 worlds:\n  {}", reasons.join("\n  "))]
+    NoWorld { reasons: Vec<String> },
+    #[error("implements the {} world, but this is the {} slot (expected the {} world)", found.world(), expected, expected.world())]
+    WrongStage { expected: Stage, found: Stage },
+    #[error("failed its smoke call: {0}")]
+    Smoke(CallError),
+    #[error("version {0} was quarantined earlier; deploy a changed file to retry")]
+    Quarantined(String),
+}
+
+/// How a plugin call failed. `Rejected` is an expected failure (the plugin returned an error);
+/// the others are traps, which count towards quarantine.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("returned an error: {0}")]
+    Rejected(String),
+    #[error("exceeded its deadline of {0} ms")]
+    Timeout(u64),
+    #[error("exceeded its memory cap of {0} MiB")]
+    MemoryCap(u64),
+    #[error("trapped: {0}")]
+    Trap(String),
+}
+
+impl CallError {
+    pub fn is_trap(&self) -> bool {
+        !matches!(self, CallError::Rejected(_))
+    }
+
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            CallError::Rejected(_) => CallOutcome::Error,
+            CallError::Timeout(_) => CallOutcome::Timeout,
+            CallError::MemoryCap(_) => CallOutcome::Memory,
+            CallError::Trap(_) => CallOutcome::Trap,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the plugin host: real components (built from `plugins/` by the build
+//! script), the real wasmtime engine, a real ONNX model run by tract, real files watched by
+//! `notify`, and the `edgepm` binary.
+
+mod cli;
+mod hot_swap;
+mod misbehaving;
+mod reference_plugins;
+mod support;

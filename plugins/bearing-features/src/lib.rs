@@ -1,0 +1,231 @@
+//! Bearing features: the reference preprocess plugin of edgepm.
+//!
+//! From a window of readings it computes, in this order ([`FEATURE_NAMES`]):
+//! - vibration: RMS, peak (max |x|), crest factor (peak / RMS), kurtosis (Pearson, 3 for Gaussian
+//!   noise), skewness, and the energy of four equal-width frequency bands;
+//! - temperature and current: mean, and least-squares slope per hour against the reading times.
+//!
+//! The feature code is plain Rust, compiled natively too: the host's benchmark and the training
+//! data generator call [`compute`] directly, so training and serving features cannot drift.
+//! The WebAssembly glue lives in `component.rs` and is compiled for `wasm32` only.
+//!
+//! Band energies: the vibration samples are cut into segments (one per reading when a reading
+//! carries a burst of ≥ 8 samples, else the whole window), each segment's mean is removed, its
+//! one-sided power spectrum is computed with a real FFT and normalised so that the four bands of a
+//! segment add up to its variance; bands split bins `1..=L/2` into four contiguous equal ranges.
+//! The reported band energy is the mean over segments.
+//!
+//! A window without vibration samples is an error; missing temperature or current give NaN
+//! features (tree models route missing values; others should reject them).
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+use realfft::RealFftPlanner;
+use realfft::num_complex::Complex;
+use std::cell::RefCell;
+
+/// Readings per window when the tenant does not set `window_size`.
+pub const DEFAULT_WINDOW_SIZE: u32 = 32;
+
+/// Number of frequency bands of the vibration spectrum.
+pub const BANDS: usize = 4;
+
+/// Names of the features, in the order [`compute`] writes them.
+pub const FEATURE_NAMES: [&str; 13] = [
+    "vibration_rms",
+    "vibration_peak",
+    "vibration_crest",
+    "vibration_kurtosis",
+    "vibration_skewness",
+    "vibration_band_1",
+    "vibration_band_2",
+    "vibration_band_3",
+    "vibration_band_4",
+    "temperature_mean",
+    "temperature_slope",
+    "current_mean",
+    "current_slope",
+];
+
+/// One channel of a window, borrowed from whatever representation the caller has.
+#[derive(Debug, Clone, Copy)]
+pub struct Channel<'a> {
+    pub name: &'a str,
+    pub samples: &'a [f32],
+    pub samples_per_reading: u32,
+}
+
+/// A window of readings, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub timestamps_ms: &'a [i64],
+    pub channels: &'a [Channel<'a>],
+}
+
+impl<'a> Window<'a> {
+    fn channel(&self, name: &str) -> Option<&Channel<'a>> {
+        self.channels.iter().find(|c| c.name == name && !c.samples.is_empty())
+    }
+}
+
+/// Computes [`FEATURE_NAMES`] for `window` into `out` (cleared first).
+pub fn compute(window: &Window<'_>, out: &mut Vec<f32>) -> Result<(), String> {
+    out.clear();
+    let vib = window
+        .channel("vibration")
+        .ok_or_else(|| "window has no samples of channel 'vibration'".to_string())?;
+    if let Some(bad) = vib.samples.iter().find(|x| !x.is_finite()) {
+        return Err(format!("channel 'vibration' holds a non-finite sample ({bad})"));
+    }
+    let m = Moments::of(vib.samples);
+    out.extend_from_slice(&[m.rms, m.peak, m.crest, m.kurtosis, m.skewness].map(|v| v as f32));
+    let segment = match vib.samples_per_reading as usize {
+        l if l >= 8 => l,
+        _ => vib.samples.len(),
+    };
+    out.extend_from_slice(&band_energies(vib.samples, segment).map(|v| v as f32));
+    for name in ["temperature", "current"] {
+        let (mean, slope) = match window.channel(name) {
+            Some(c) => trend(c.samples, window.timestamps_ms),
+            None => (f64::NAN, f64::NAN),
+        };
+        out.push(mean as f32);
+        out.push(slope as f32);
+    }
+    Ok(())
+}
+
+/// Time-domain statistics of a signal, computed in f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    pub rms: f64,
+    pub peak: f64,
+    pub crest: f64,
+    pub kurtosis: f64,
+    pub skewness: f64,
+}
+
+impl Moments {
+    /// Statistics of `x` (not empty).
+    pub fn of(x: &[f32]) -> Moments {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let (mut sq, mut m2, mut m3, mut m4, mut peak) = (0.0, 0.0, 0.0, 0.0, 0.0f64);
+        for &v in x {
+            let v = v as f64;
+            sq += v * v;
+            peak = peak.max(v.abs());
+            let d = v - mean;
+            let d2 = d * d;
+            m2 += d2;
+            m3 += d2 * d;
+            m4 += d2 * d2;
+        }
+        let rms = (sq / n).sqrt();
+        let (m2, m3, m4) = (m2 / n, m3 / n, m4 / n);
+        // A constant signal has no shape: report Gaussian-like values instead of dividing by 0.
+        let (kurtosis, skewness) = if m2 > 1e-24 { (m4 / (m2 * m2), m3 / m2.powf(1.5)) } else { (3.0, 0.0) };
+        let crest = if rms > 0.0 { peak / rms } else { 0.0 };
+        Moments { rms, peak, crest, kurtosis, skewness }
+    }
+}
+
+thread_local! {
+    static PLANNER: RefCell<RealFftPlanner<f64>> = RefCell::new(RealFftPlanner::new());
+}
+
+/// Mean one-sided band energies of `x` cut into segments of `segment` samples.
+pub fn band_energies(x: &[f32], segment: usize) -> [f64; BANDS] {
+    let mut bands = [0.0; BANDS];
+    let l = segment.min(x.len());
+    if l < 2 * BANDS {
+        return bands;
+    }
+    let fft = PLANNER.with(|p| p.borrow_mut().plan_fft_forward(l));
+    let mut input = fft.make_input_vec();
+    let mut spectrum: Vec<Complex<f64>> = fft.make_output_vec();
+    let mut scratch = fft.make_scratch_vec();
+    let nbins = l / 2;
+    let mut segments = 0usize;
+    for seg in x.chunks_exact(l) {
+        let mean = seg.iter().map(|&v| v as f64).sum::<f64>() / l as f64;
+        for (dst, &v) in input.iter_mut().zip(seg) {
+            *dst = v as f64 - mean;
+        }
+        if fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).is_err() {
+            continue;
+        }
+        for (b, band) in bands.iter_mut().enumerate() {
+            let (lo, hi) = (1 + b * nbins / BANDS, 1 + (b + 1) * nbins / BANDS);
+            for (k, c) in spectrum.iter().enumerate().take(hi).skip(lo) {
+                let one_sided = if l.is_multiple_of(2) && k == nbins { 1.0 } else { 2.0 };
+                *band += one_sided * c.norm_sqr() / (l * l) as f64;
+            }
+        }
+        segments += 1;
+    }
+    if segments > 0 {
+        bands.iter_mut().for_each(|b| *b /= segments as f64);
+    }
+    bands
+}
+
+/// Mean and least-squares slope per hour of `samples` against `timestamps_ms`. When the channel
+/// has one sample per reading the reading times are used, otherwise samples are taken as evenly
+/// spaced over the window.
+pub fn trend(samples: &[f32], timestamps_ms: &[i64]) -> (f64, f64) {
+    let n = samples.len();
+    let mean = samples.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let (first, last) = match (timestamps_ms.first(), timestamps_ms.last()) {
+        (Some(&a), Some(&b)) => (a, b),
+        _ => (0, 0),
+    };
+    let hour = |i: usize| -> f64 {
+        if timestamps_ms.len() == n {
+            (timestamps_ms[i] - first) as f64 / 3_600_000.0
+        } else {
+            (last - first) as f64 / 3_600_000.0 * i as f64 / (n - 1) as f64
+        }
+    };
+    let tmean = (0..n).map(hour).sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, &v) in samples.iter().enumerate() {
+        let dt = hour(i) - tmean;
+        sxy += dt * (v as f64 - mean);
+        sxx += dt * dt;
+    }
+    (mean, if sxx > 0.0 { sxy / sxx } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pure_tone_lands_in_its_band() {
+        // 64-sample burst, tone at bin 20 of 32 → third band (bins 17..=24).
+        let x: Vec<f32> =
+            (0..64).map(|i| (2.0 * std::f64::consts::PI * 20.0 * i as f64 / 64.0).sin() as f32).collect();
+        let b = band_energies(&x, 64);
+        assert!((b[2] - 0.5).abs() < 1e-6, "{b:?}");
+        assert!(b[0] + b[1] + b[3] < 1e-9, "{b:?}");
+    }
+
+    #[test]
+    fn slope_is_per_hour() {
+        let ts = [0, 1_800_000, 3_600_000];
+        let (mean, slope) = trend(&[70.0, 71.0, 72.0], &ts);
+        assert!((mean - 71.0).abs() < 1e-9);
+        assert!((slope - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn missing_vibration_is_an_error() {
+        let w = Window { timestamps_ms: &[0], channels: &[] };
+        assert!(compute(&w, &mut Vec::new()).is_err());
+    }
+}
