@@ -4,6 +4,7 @@
 #   scripts/test.sh <filter>   passes the filter to cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=${CARGO_TARGET_DIR:-target}
 
 # The plugins are built for wasm32-wasip2 by host/build.rs; rust-toolchain.toml names the target,
 # this makes sure it is there even when rustup's auto-install is off.
@@ -11,4 +12,25 @@ if command -v rustup >/dev/null; then
   rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi
 
-cargo test --workspace --locked "$@"
+# A plugin from another toolchain: the Python example policy, built with componentize-py in a
+# virtualenv of the project's own (rebuilt only when its source or the WIT changed).
+venv=${EDGEPM_PY_VENV:-$HOME/.cache/edgepm-py-venv}
+example=plugins/examples/python-policy
+if [ ! -x "$venv/bin/componentize-py" ] || ! cmp -s "$example/requirements.txt" "$venv/.edgepm-requirements"; then
+  echo "installing componentize-py into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r "$example/requirements.txt"
+  cp "$example/requirements.txt" "$venv/.edgepm-requirements"
+fi
+mkdir -p "$target/python-plugins"
+py_policy="$(cd "$target/python-plugins" && pwd)/policy.wasm"
+if [ ! -f "$py_policy" ] || [ "$example/app.py" -nt "$py_policy" ] || [ wit/plugin.wit -nt "$py_policy" ]; then
+  echo "building $py_policy with componentize-py" >&2
+  (cd "$example" && "$venv/bin/componentize-py" -d ../../../wit -w policy componentize app -o "$py_policy.tmp")
+  mv "$py_policy.tmp" "$py_policy"
+fi
+export EDGEPM_PYTHON_POLICY="$py_policy"
+
+# --include-ignored: tests that need what this script provides are marked #[ignore] so that a bare
+# `cargo test` reports them as not run instead of failing; here they run.
+cargo test --workspace --locked "$@" -- --include-ignored

@@ -58,8 +58,8 @@ impl threshold_policy::Env for NativeEnv<'_> {
     }
 }
 
-/// The same three stages, natively: features → model → policy, with the same history writes.
-fn native_window(w: &Window, models: &ModelRegistry, history: &MemoryHistory) -> bool {
+/// The feature code of the `bearing-features` plugin, called natively.
+fn native_features(w: &Window) -> Vec<f32> {
     let channels: Vec<bearing_features::Channel<'_>> = w
         .channels
         .iter()
@@ -69,14 +69,18 @@ fn native_window(w: &Window, models: &ModelRegistry, history: &MemoryHistory) ->
             samples_per_reading: c.samples_per_reading,
         })
         .collect();
-    let mut values = Vec::with_capacity(13);
-    bearing_features::compute(
-        &bearing_features::Window { timestamps_ms: &w.timestamps_ms, channels: &channels },
-        &mut values,
-    )
-    .expect("features");
-    let features =
-        Features { names: bearing_features::FEATURE_NAMES.iter().map(|s| s.to_string()).collect(), values };
+    let mut values = Vec::with_capacity(bearing_features::FEATURE_NAMES.len());
+    let window = bearing_features::Window { timestamps_ms: &w.timestamps_ms, channels: &channels };
+    bearing_features::compute(&window, &mut values).expect("features");
+    values
+}
+
+/// The same three stages, natively: features → model → policy, with the same history writes.
+fn native_window(w: &Window, models: &ModelRegistry, history: &MemoryHistory) -> bool {
+    let features = Features {
+        names: bearing_features::FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        values: native_features(w),
+    };
     history.record_features("bench", &w.device, w.end_ms, &features);
     let m = models.get("bearing").expect("model");
     let score =
@@ -131,25 +135,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(|| w.clone(), |w| black_box(pre.features(w).expect("ok")), BatchSize::SmallInput)
     });
     g.bench_function("native_features", |b| {
-        b.iter_batched(
-            || w.clone(),
-            |w| {
-                let channels: Vec<bearing_features::Channel<'_>> = w
-                    .channels
-                    .iter()
-                    .map(|c| bearing_features::Channel {
-                        name: &c.name,
-                        samples: &c.samples,
-                        samples_per_reading: c.samples_per_reading,
-                    })
-                    .collect();
-                let mut v = Vec::with_capacity(13);
-                let win = bearing_features::Window { timestamps_ms: &w.timestamps_ms, channels: &channels };
-                bearing_features::compute(&win, &mut v).expect("ok");
-                black_box(v)
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| w.clone(), |w| black_box(native_features(&w)), BatchSize::SmallInput)
     });
     g.finish();
 

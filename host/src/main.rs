@@ -122,6 +122,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,

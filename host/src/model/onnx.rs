@@ -26,7 +26,9 @@ impl OnnxModel {
             .and_then(|m| m.with_input_fact(0, f32::fact([1, n]).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("{}: {e:#}", path.display()))?;
+            .map_err(|e| format!("{}: {e:#}", path.display()));
+        clear_upper_vector_state();
+        let plan = plan?;
         let outputs = plan.model().outputs.len();
         if let Some(i) = meta.output
             && i >= outputs
@@ -54,7 +56,9 @@ impl Model for OnnxModel {
     fn predict_row(&self, row: &[f32], _explain: bool) -> Result<Score, ModelError> {
         let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
         let input = Tensor::from_shape(&[1, row.len()], row).map_err(fail)?;
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(fail)?;
+        let outputs = self.plan.run(tvec!(input.into_tvalue()));
+        clear_upper_vector_state();
+        let outputs = outputs.map_err(fail)?;
         let index = self.output.unwrap_or(outputs.len().saturating_sub(1));
         let out = outputs.get(index).ok_or_else(|| ModelError::Inference("graph has no output".into()))?;
         let values = out.to_plain_array_view::<f32>().map_err(fail)?;
@@ -69,5 +73,64 @@ impl Model for OnnxModel {
             model: self.id.clone(),
             contributions: Vec::new(),
         })
+    }
+}
+
+/// tract's hand-written x86-64 kernels (AVX-512 sigmoid, matrix products) return without
+/// `vzeroupper`, leaving the upper halves of the vector registers dirty. Legacy-SSE code that runs
+/// next on the same thread — which includes cranelift's code for the plugins — then pays a
+/// penalty on every vector instruction: measured here, the preprocess plugin ran 100× slower after
+/// one tract prediction (docs/benchmarks.md). Clearing the state after every tract call costs a
+/// few cycles.
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above), which is all `zero_upper` requires.
+        unsafe { zero_upper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper();
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use std::arch::x86_64::{__cpuid_count, _xgetbv};
+
+    /// XINUSE (XGETBV with ECX = 1): which register state components are not in their initial
+    /// state. Bit 2: upper halves of YMM registers; bit 6: upper halves of ZMM0–15.
+    fn upper_vector_state_in_use() -> Option<bool> {
+        // CPUID.(EAX=0DH, ECX=1):EAX bit 2 says XGETBV with ECX = 1 is supported.
+        let supported = std::arch::is_x86_feature_detected!("xsave")
+            && std::arch::is_x86_feature_detected!("avx")
+            && (__cpuid_count(0xD, 1).eax & 0b100) != 0;
+        // SAFETY: XSAVE support and XGETBV(1) support were both checked just above.
+        supported.then(|| unsafe { xinuse() } & 0b100_0100 != 0)
+    }
+
+    #[target_feature(enable = "xsave")]
+    fn xinuse() -> u64 {
+        // SAFETY: callers check that XGETBV with ECX = 1 is supported.
+        unsafe { _xgetbv(1) }
+    }
+
+    #[test]
+    fn a_prediction_leaves_the_upper_vector_state_clean() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = super::super::baseline::write(dir.path(), "m").expect("model");
+        let meta: Metadata =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("metadata.json")).expect("meta"))
+                .expect("metadata");
+        let model = OnnxModel::load(&folder.join("model.onnx"), &meta).expect("loads");
+        let p = model.predict_row(&[3.0, 3.5, 70.0, 12.0], false).expect("predicts").probability;
+        let in_use = upper_vector_state_in_use();
+        assert!((p - 1.0 / (1.0 + 1f32.exp())).abs() < 1e-6, "p = {p}");
+        if let Some(in_use) = in_use {
+            assert!(!in_use, "upper vector state left dirty after a tract prediction");
+        }
     }
 }

@@ -5,5 +5,6 @@
 mod cli;
 mod hot_swap;
 mod misbehaving;
+mod other_toolchains;
 mod reference_plugins;
 mod support;

@@ -4,7 +4,7 @@
 //! `edgepm:plugin@0.1.0` contract (`wit/plugin.wit`). Implement the `Guest` trait of the world's
 //! module (`preprocessor`, `scorer` or `policy`) and export it with that module's `export!`:
 //!
-//! ```ignore
+//! ```no_run
 //! use edgepm_sdk::policy::{Decision, Features, Guest, Score};
 //!
 //! struct AlwaysCalm;
