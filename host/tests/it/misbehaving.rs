@@ -188,3 +188,19 @@ fn per_tenant_limits_stop_runaway_calls() {
         process_window(&host, support::window(tenant, "MTR-Y", 32, T0, 0.0)).expect("fresh instance serves");
     }
 }
+
+#[test]
+fn plugins_get_no_environment_files_or_network() {
+    let _timing = support::shared();
+    let d = Deployment::new();
+    d.add_tenant("nosy", "[settings]\nchaos = \"escape\"\nchaos_device = \"MTR-X\"\n");
+    d.deploy("nosy", "policy.wasm", &support::wasm(support::CHAOS_POLICY));
+    let host = d.open();
+    assert!(std::env::vars().count() > 0, "the test process itself has an environment");
+    let err = process_window(&host, support::window("nosy", "MTR-X", 32, T0, 0.0)).expect_err("reports");
+    let PipelineError::Stage { error: CallError::Rejected(report), .. } = err else {
+        panic!("expected the plugin's report as an error result, got {err}");
+    };
+    assert!(report.starts_with("env=0 args=0 fs=denied"), "{report}");
+    assert!(report.contains("net=denied"), "{report}");
+}

@@ -1,7 +1,9 @@
 //! A policy plugin that misbehaves on demand, for the host's tests only.
 //!
 //! Tenant settings: `chaos` = `loop` (never returns), `oom` (allocates without bound), `trap`
-//! (panics), `error` (returns an error) or unset (behaves: failure above 0.5, no alerts);
+//! (panics), `error` (returns an error), `escape` (tries to read the environment, the file system
+//! and the network, and returns what it got as an error) or unset (behaves: failure above 0.5,
+//! no alerts);
 //! `chaos_device`, when set, limits the misbehaviour to that device, so the version passes the
 //! host's smoke call and misbehaves later on real windows.
 
@@ -27,9 +29,25 @@ mod component {
                 }
                 Some("trap") if targeted => panic!("chaos: deliberate trap for {device}"),
                 Some("error") if targeted => Err(format!("chaos: deliberate error for {device}")),
+                Some("escape") if targeted => Err(escape()),
                 _ => Ok(Decision { is_failure: s.probability > 0.5, alerts: vec![] }),
             }
         }
+    }
+
+    /// What the sandbox let through, as `env=<n> args=<n> fs=<...> net=<...>`.
+    fn escape() -> String {
+        let env = std::env::vars().count();
+        let args = std::env::args().count();
+        let fs = match std::fs::read_dir("/") {
+            Ok(entries) => format!("listed {} entries", entries.count()),
+            Err(e) => format!("denied ({e})"),
+        };
+        let net = match std::net::TcpStream::connect("127.0.0.1:9") {
+            Ok(_) => "connected".to_string(),
+            Err(e) => format!("denied ({e})"),
+        };
+        format!("env={env} args={args} fs={fs} net={net}")
     }
 
     edgepm_sdk::policy::export!(Chaos);

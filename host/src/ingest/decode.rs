@@ -1,0 +1,300 @@
+//! Decoding and validating one telemetry message.
+//!
+//! Topic `edgepm/<tenant>/<device>/telemetry`; payload a JSON object
+//! `{"ts": <epoch ms | RFC 3339>, "seq": <optional int>, "<channel>": <number | [numbers]>, ...}`
+//! (DESIGN.md, "Wire formats"). Optional `"tenant"` and `"device"` fields must agree with the
+//! topic. Anything else is a [`Reject`] with a short reason code (a metric label) and a message
+//! for the dead-letter topic. Decoding never panics, whatever the bytes.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Limits a message must respect. Defaults are documented on each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload accepted, bytes (default 64 KiB: a 4,096-sample burst in JSON is ~40 KB).
+    pub max_payload_bytes: usize,
+    /// Most channels in one reading (default 32).
+    pub max_channels: usize,
+    /// Most samples in one channel of one reading (default 4,096).
+    pub max_samples: usize,
+    /// How far ahead of the host's clock a timestamp may be, ms (default 5 minutes: clock skew).
+    pub max_future_ms: i64,
+    /// How far behind the host's clock a timestamp may be, ms (default 7 days: a gateway that
+    /// was offline catches up; older data is history to import, not telemetry).
+    pub max_age_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 64 * 1024,
+            max_channels: 32,
+            max_samples: 4096,
+            max_future_ms: 5 * 60_000,
+            max_age_ms: 7 * 86_400_000,
+        }
+    }
+}
+
+/// The samples of one channel in one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Samples {
+    Scalar(f32),
+    Burst(Vec<f32>),
+}
+
+/// One decoded reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub tenant: String,
+    pub device: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts_ms: i64,
+    pub seq: Option<i64>,
+    /// Channels, sorted by name.
+    pub channels: Vec<(String, Samples)>,
+}
+
+/// Why a message was rejected. [`Reject::reason`] is a stable, low-cardinality code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Reject {
+    #[error("topic {0:?} is not edgepm/<tenant>/<device>/telemetry")]
+    BadTopic(String),
+    #[error("payload of {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload is not a JSON object")]
+    NotObject,
+    #[error("payload has no \"ts\"")]
+    MissingTimestamp,
+    #[error("\"ts\" is neither epoch milliseconds nor an RFC 3339 time: {0}")]
+    BadTimestamp(String),
+    #[error("\"ts\" {ts_ms} is {ahead_ms} ms ahead of the host clock (limit {limit_ms} ms)")]
+    FutureTimestamp { ts_ms: i64, ahead_ms: i64, limit_ms: i64 },
+    #[error("\"ts\" {ts_ms} is {age_ms} ms old (limit {limit_ms} ms)")]
+    StaleTimestamp { ts_ms: i64, age_ms: i64, limit_ms: i64 },
+    #[error("\"seq\" must be an integer")]
+    BadSequence,
+    #[error("payload says {field} {payload:?} but the topic says {topic:?}")]
+    Mismatch { field: &'static str, payload: String, topic: String },
+    #[error("{count} channels exceed the limit of {limit}")]
+    TooManyChannels { count: usize, limit: usize },
+    #[error("channel {channel:?} has {count} samples, the limit is {limit}")]
+    TooManySamples { channel: String, count: usize, limit: usize },
+    #[error("channel {channel:?} holds a value that is not a finite number: {value}")]
+    NotFinite { channel: String, value: String },
+    #[error("channel {0:?} must be a number or an array of numbers")]
+    BadChannel(String),
+    #[error("reading has no channels")]
+    NoChannels,
+}
+
+impl Reject {
+    /// Code for the `reason` label of the rejected-readings metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::BadTopic(_) => "bad_topic",
+            Reject::TooLarge { .. } => "too_large",
+            Reject::NotJson(_) | Reject::NotObject => "malformed",
+            Reject::MissingTimestamp | Reject::BadTimestamp(_) => "bad_timestamp",
+            Reject::FutureTimestamp { .. } => "future_timestamp",
+            Reject::StaleTimestamp { .. } => "stale_timestamp",
+            Reject::BadSequence => "bad_sequence",
+            Reject::Mismatch { .. } => "topic_mismatch",
+            Reject::TooManyChannels { .. } | Reject::TooManySamples { .. } => "too_many_values",
+            Reject::NotFinite { .. } => "not_finite",
+            Reject::BadChannel(_) | Reject::NoChannels => "bad_channel",
+        }
+    }
+}
+
+/// `edgepm/<tenant>/<device>/telemetry` → (tenant, device). Levels are plain names: letters,
+/// digits, `-`, `_`, `.`, at most 64 bytes.
+pub fn parse_topic(topic: &str) -> Result<(&str, &str), Reject> {
+    let bad = || Reject::BadTopic(topic.chars().take(200).collect());
+    let mut levels = topic.split('/');
+    match (levels.next(), levels.next(), levels.next(), levels.next(), levels.next()) {
+        (Some("edgepm"), Some(tenant), Some(device), Some("telemetry"), None)
+            if is_name(tenant) && is_name(device) =>
+        {
+            Ok((tenant, device))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Decodes the message `payload` received on `topic`, with `now_ms` as the host's clock.
+pub fn decode(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Result<Reading, Reject> {
+    let (tenant, device) = parse_topic(topic)?;
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Reject::TooLarge { size: payload.len(), limit: limits.max_payload_bytes });
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|e| Reject::NotJson(e.to_string()))?;
+    let Value::Object(fields) = value else {
+        return Err(Reject::NotObject);
+    };
+    let ts_ms = timestamp(fields.get("ts").ok_or(Reject::MissingTimestamp)?)?;
+    if ts_ms - now_ms > limits.max_future_ms {
+        return Err(Reject::FutureTimestamp {
+            ts_ms,
+            ahead_ms: ts_ms - now_ms,
+            limit_ms: limits.max_future_ms,
+        });
+    }
+    if now_ms - ts_ms > limits.max_age_ms {
+        return Err(Reject::StaleTimestamp { ts_ms, age_ms: now_ms - ts_ms, limit_ms: limits.max_age_ms });
+    }
+    let seq = match fields.get("seq") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or(Reject::BadSequence)?),
+    };
+    let mut channels = Vec::new();
+    for (key, value) in &fields {
+        match key.as_str() {
+            "ts" | "seq" => continue,
+            "tenant" | "device" => {
+                let expected = if key == "tenant" { tenant } else { device };
+                if value.as_str() != Some(expected) {
+                    return Err(Reject::Mismatch {
+                        field: if key == "tenant" { "tenant" } else { "device" },
+                        payload: value.to_string().chars().take(100).collect(),
+                        topic: expected.to_string(),
+                    });
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if channels.len() == limits.max_channels {
+            return Err(Reject::TooManyChannels { count: fields.len(), limit: limits.max_channels });
+        }
+        channels.push((key.clone(), samples(key, value, limits)?));
+    }
+    if channels.is_empty() {
+        return Err(Reject::NoChannels);
+    }
+    Ok(Reading { tenant: tenant.to_string(), device: device.to_string(), ts_ms, seq, channels })
+}
+
+fn timestamp(v: &Value) -> Result<i64, Reject> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| Reject::BadTimestamp(n.to_string())),
+        Value::String(s) => OffsetDateTime::parse(s, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|_| Reject::BadTimestamp(s.chars().take(64).collect())),
+        other => Err(Reject::BadTimestamp(other.to_string().chars().take(64).collect())),
+    }
+}
+
+fn number(channel: &str, v: &Value) -> Result<f32, Reject> {
+    let x = v.as_f64().ok_or_else(|| Reject::BadChannel(channel.to_string()))?;
+    let y = x as f32;
+    if y.is_finite() {
+        Ok(y)
+    } else {
+        Err(Reject::NotFinite { channel: channel.to_string(), value: x.to_string() })
+    }
+}
+
+fn samples(channel: &str, v: &Value, limits: &Limits) -> Result<Samples, Reject> {
+    match v {
+        Value::Number(_) => number(channel, v).map(Samples::Scalar),
+        Value::Array(items) => {
+            if items.len() > limits.max_samples {
+                return Err(Reject::TooManySamples {
+                    channel: channel.to_string(),
+                    count: items.len(),
+                    limit: limits.max_samples,
+                });
+            }
+            if items.is_empty() {
+                return Err(Reject::BadChannel(channel.to_string()));
+            }
+            items.iter().map(|x| number(channel, x)).collect::<Result<_, _>>().map(Samples::Burst)
+        }
+        _ => Err(Reject::BadChannel(channel.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_743_849_000_000; // 2025-04-05T10:30:00Z
+    const TOPIC: &str = "edgepm/acme/MTR-042/telemetry";
+
+    fn ok(payload: &str) -> Reading {
+        decode(TOPIC, payload.as_bytes(), &Limits::default(), NOW).expect("accepted")
+    }
+
+    fn reason(topic: &str, payload: &[u8]) -> &'static str {
+        decode(topic, payload, &Limits::default(), NOW).expect_err("rejected").reason()
+    }
+
+    #[test]
+    fn canonical_payload_in_both_timestamp_forms() {
+        let r = ok(
+            r#"{"ts":"2025-04-05T10:30:00Z","vibration":[0.12,-0.31,0.5],"temperature":71.3,"current":12.1}"#,
+        );
+        assert_eq!((r.tenant.as_str(), r.device.as_str(), r.ts_ms, r.seq), ("acme", "MTR-042", NOW, None));
+        assert_eq!(r.channels[0], ("current".to_string(), Samples::Scalar(12.1)));
+        assert_eq!(r.channels[1], ("temperature".to_string(), Samples::Scalar(71.3)));
+        assert_eq!(r.channels[2], ("vibration".to_string(), Samples::Burst(vec![0.12, -0.31, 0.5])));
+        let r = ok(&format!(r#"{{"ts":{},"seq":7,"temperature":70}}"#, NOW - 1500));
+        assert_eq!((r.ts_ms, r.seq), (NOW - 1500, Some(7)));
+        assert_eq!(ok(r#"{"ts":"2025-04-05T12:30:00.250+02:00","x":1}"#).ts_ms, NOW + 250);
+    }
+
+    #[test]
+    fn malformed_payloads_are_rejected_with_a_reason() {
+        let huge_array = format!(r#"{{"ts":{NOW},"vibration":[{}]}}"#, vec!["0.1"; 5000].join(","));
+        let many_channels = format!(
+            r#"{{"ts":{NOW},{}}}"#,
+            (0..40).map(|i| format!(r#""c{i}":1"#)).collect::<Vec<_>>().join(",")
+        );
+        let garbage: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (TOPIC, br#"{"ts":1743849000000,"vibration":[0.1,"#.to_vec(), "malformed"),
+            (TOPIC, b"[1,2,3]".to_vec(), "malformed"),
+            (TOPIC, br#"{"vibration":[0.1]}"#.to_vec(), "bad_timestamp"),
+            (TOPIC, br#"{"ts":"yesterday","x":1}"#.to_vec(), "bad_timestamp"),
+            (TOPIC, br#"{"ts":true,"x":1}"#.to_vec(), "bad_timestamp"),
+            (TOPIC, br#"{"ts":1.5e300,"x":1}"#.to_vec(), "bad_timestamp"),
+            (TOPIC, br#"{"ts":"2125-04-05T10:30:00Z","x":1}"#.to_vec(), "future_timestamp"),
+            (TOPIC, br#"{"ts":0,"x":1}"#.to_vec(), "stale_timestamp"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"seq":"one","x":1}}"#).into_bytes(), "bad_sequence"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"vibration":"high"}}"#).into_bytes(), "bad_channel"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"vibration":[0.1,null]}}"#).into_bytes(), "bad_channel"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"vibration":[]}}"#).into_bytes(), "bad_channel"),
+            (TOPIC, format!(r#"{{"ts":{NOW}}}"#).into_bytes(), "bad_channel"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"temperature":NaN}}"#).into_bytes(), "malformed"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"temperature":1e39}}"#).into_bytes(), "not_finite"),
+            (TOPIC, huge_array.into_bytes(), "too_many_values"),
+            (TOPIC, many_channels.into_bytes(), "too_many_values"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"tenant":"other","x":1}}"#).into_bytes(), "topic_mismatch"),
+            (TOPIC, format!(r#"{{"ts":{NOW},"device":"MTR-1","x":1}}"#).into_bytes(), "topic_mismatch"),
+            ("edgepm/acme/telemetry", format!(r#"{{"ts":{NOW},"x":1}}"#).into_bytes(), "bad_topic"),
+            ("edgepm/acme/MTR 1/telemetry", format!(r#"{{"ts":{NOW},"x":1}}"#).into_bytes(), "bad_topic"),
+            ("edgepm/+/MTR-1/telemetry", format!(r#"{{"ts":{NOW},"x":1}}"#).into_bytes(), "bad_topic"),
+            (TOPIC, garbage, "too_large"),
+            (TOPIC, vec![0xff, 0xfe, 0x00], "malformed"),
+        ];
+        for (topic, payload, want) in cases {
+            let preview = String::from_utf8_lossy(&payload[..payload.len().min(60)]).to_string();
+            assert_eq!(reason(topic, &payload), want, "{topic} {preview}");
+        }
+    }
+
+    #[test]
+    fn matching_tenant_and_device_fields_are_accepted() {
+        let r = ok(&format!(r#"{{"ts":{NOW},"tenant":"acme","device":"MTR-042","x":1}}"#));
+        assert_eq!(r.channels, vec![("x".to_string(), Samples::Scalar(1.0))]);
+    }
+}
