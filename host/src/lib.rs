@@ -13,9 +13,11 @@
 //! - [`store`]: device history behind the `history` import.
 //! - [`pipeline`]: one window through the three stages.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`api`]: HTTP liveness, readiness and metrics.
 //!
 //! The contract with plugins is `wit/plugin.wit` at the repository root.
 
+pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod metrics;

@@ -113,6 +113,10 @@ struct ProcessArgs {
     /// Do not watch the plugins folder for new versions.
     #[arg(long)]
     no_watch: bool,
+    /// Serve /healthz, /readyz and /metrics on this address while processing (port 0: any free
+    /// port, printed in the log). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -196,6 +200,10 @@ fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     )?;
     let _watcher =
         if args.no_watch { None } else { Some(host.watch().context("watching the plugins folder")?) };
+    let _http = match args.http {
+        Some(addr) => Some(HttpServer::start(addr, host.clone())?),
+        None => None,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut ok, mut failed) = (0u64, 0u64);
@@ -222,4 +230,41 @@ fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(windows = ok, failed, "Done");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTP endpoints on a runtime thread of their own; stopped and joined on drop.
+struct HttpServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start(addr: std::net::SocketAddr, host: Arc<PluginHost>) -> anyhow::Result<HttpServer> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("binding the HTTP address {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP endpoints listening: /healthz /readyz /metrics");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("edgepm-http".into()).spawn(move || {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = runtime.block_on(edgepm::api::serve(listener, host, shutdown)) {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })?;
+        Ok(HttpServer { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

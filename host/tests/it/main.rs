@@ -4,6 +4,7 @@
 
 mod cli;
 mod hot_swap;
+mod http;
 mod misbehaving;
 mod other_toolchains;
 mod reference_plugins;
