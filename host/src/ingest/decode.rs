@@ -141,15 +141,13 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Resu
         return Err(Reject::NotObject);
     };
     let ts_ms = timestamp(fields.get("ts").ok_or(Reject::MissingTimestamp)?)?;
-    if ts_ms - now_ms > limits.max_future_ms {
-        return Err(Reject::FutureTimestamp {
-            ts_ms,
-            ahead_ms: ts_ms - now_ms,
-            limit_ms: limits.max_future_ms,
-        });
+    // Saturating: a device may send any i64, and an overflow must not panic.
+    let (ahead_ms, age_ms) = (ts_ms.saturating_sub(now_ms), now_ms.saturating_sub(ts_ms));
+    if ahead_ms > limits.max_future_ms {
+        return Err(Reject::FutureTimestamp { ts_ms, ahead_ms, limit_ms: limits.max_future_ms });
     }
-    if now_ms - ts_ms > limits.max_age_ms {
-        return Err(Reject::StaleTimestamp { ts_ms, age_ms: now_ms - ts_ms, limit_ms: limits.max_age_ms });
+    if age_ms > limits.max_age_ms {
+        return Err(Reject::StaleTimestamp { ts_ms, age_ms, limit_ms: limits.max_age_ms });
     }
     let seq = match fields.get("seq") {
         None | Some(Value::Null) => None,
@@ -269,6 +267,8 @@ mod tests {
             (TOPIC, br#"{"ts":1.5e300,"x":1}"#.to_vec(), "bad_timestamp"),
             (TOPIC, br#"{"ts":"2125-04-05T10:30:00Z","x":1}"#.to_vec(), "future_timestamp"),
             (TOPIC, br#"{"ts":0,"x":1}"#.to_vec(), "stale_timestamp"),
+            (TOPIC, br#"{"ts":-9223372036854775808,"x":1}"#.to_vec(), "stale_timestamp"),
+            (TOPIC, br#"{"ts":9223372036854775807,"x":1}"#.to_vec(), "future_timestamp"),
             (TOPIC, format!(r#"{{"ts":{NOW},"seq":"one","x":1}}"#).into_bytes(), "bad_sequence"),
             (TOPIC, format!(r#"{{"ts":{NOW},"vibration":"high"}}"#).into_bytes(), "bad_channel"),
             (TOPIC, format!(r#"{{"ts":{NOW},"vibration":[0.1,null]}}"#).into_bytes(), "bad_channel"),
