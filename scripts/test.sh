@@ -12,6 +12,16 @@ if command -v rustup >/dev/null; then
   rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi
 
+# The telemetry tests run a real MQTT broker and its command-line clients; the mTLS test makes
+# its certificates with openssl.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null \
+   || ! command -v openssl >/dev/null; then
+  echo "installing mosquitto, mosquitto-clients and openssl" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null; }
+fi
+
 # A plugin from another toolchain: the Python example policy, built with componentize-py in a
 # virtualenv of the project's own (rebuilt only when its source or the WIT changed).
 venv=${EDGEPM_PY_VENV:-$HOME/.cache/edgepm-py-venv}

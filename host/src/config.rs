@@ -4,6 +4,7 @@
 //! threshold = 0.8                  # alert when the failure probability is above this
 //! model = "bearing"                # the tenant's default model (a folder of the models dir)
 //! models = ["bearing", "bearing-mlp"]  # models the tenant may use; default: [model]
+//! hop = 8                          # readings between two windows; default: the host's [windows] hop
 //!
 //! [limits]
 //! deadline_ms = 50                 # per plugin call
@@ -37,6 +38,7 @@ pub const DEFAULT_MODEL: &str = "default";
 /// Upper bounds that catch unit mistakes (a deadline in microseconds, a cap in bytes).
 const MAX_DEADLINE_MS: u64 = 10_000;
 const MAX_MEMORY_MIB: u64 = 4_096;
+const MAX_HOP: u32 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,9 @@ pub struct TenantConfig {
     /// Models the tenant may use; empty means `[model]`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Readings between two windows of a device; `None`: the host's default.
+    #[serde(default)]
+    pub hop: Option<u32>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -100,6 +105,7 @@ impl Default for TenantConfig {
             threshold: DEFAULT_THRESHOLD,
             model: default_model(),
             models: Vec::new(),
+            hop: None,
             limits: Limits::default(),
             alerts: AlertTargets::default(),
             settings: BTreeMap::new(),
@@ -146,6 +152,9 @@ impl TenantConfig {
                 "limits.memory_mib must be within 1..={MAX_MEMORY_MIB}, got {}",
                 self.limits.memory_mib
             ));
+        }
+        if self.hop.is_some_and(|h| !(1..=MAX_HOP).contains(&h)) {
+            problems.push(format!("hop must be within 1..={MAX_HOP}, got {}", self.hop.unwrap_or(0)));
         }
         for name in std::iter::once(&self.model).chain(&self.models) {
             if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {

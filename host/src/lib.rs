@@ -6,11 +6,18 @@
 //!
 //! - [`config`]: `tenant.toml`, validated, with documented defaults.
 //! - [`types`]: the host's domain types (windows, features, scores, decisions).
-//! - [`ingest`]: telemetry decoding and validation (the MQTT session comes next).
+//! - [`ingest`]: telemetry in — decoding with limits, the MQTT sessions (QoS 1, acknowledged
+//!   after commit), batches of messages into the store and through the plugins.
 //! - [`windows`]: per-device window assembly (size, hop, duplicates, late readings).
 //! - [`plugins`]: the wasmtime component host — sandbox, limits, hot reload, quarantine.
 //! - [`model`]: models behind the `predict` import (tract-onnx engine).
-//! - [`store`]: device history behind the `history` import.
+//! - [`store`]: the SQLite store (readings, features, predictions, alerts, outbox) and the
+//!   device history behind the `history` import.
+//! - [`outbox`]: everything leaving the host — MQTT predictions, alerts, dead letters, alert
+//!   e-mail files — delivered from the store with retries.
+//! - [`service`]: the running host (`edgepm run`), wired from one configuration file.
+//! - [`sim`]: simulated motors with bearing wear (`edgepm simulate`, the demo, training data).
+//! - [`demo`]: `edgepm demo`, everything on one machine with an embedded broker.
 //! - [`pipeline`]: one window through the three stages.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`api`]: HTTP liveness, readiness and metrics.
@@ -19,11 +26,15 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod plugins;
+pub mod service;
+pub mod sim;
 pub mod store;
 pub mod types;
 pub mod windows;

@@ -34,6 +34,71 @@ enum Command {
     /// Manage model folders.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run the host against an MQTT broker: readings in, predictions and alerts out, until
+    /// Ctrl-C or SIGTERM. Every setting is in the configuration file (docs/operations.md).
+    Run {
+        /// The host configuration (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Publish telemetry of simulated motors (bearing wear on the first --failing ones).
+    Simulate(SimulateArgs),
+    /// Everything on this machine: an embedded MQTT broker on a free port, the reference plugins
+    /// as tenant "default", the baseline model, the host and simulated motors. Prints a summary.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Broker URL, e.g. mqtt://127.0.0.1:1883.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// Number of motors (MTR-001, MTR-002, ...).
+    #[arg(long, default_value_t = 10)]
+    motors: usize,
+    /// Readings per second per motor.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// How many motors (the first ones) develop a bearing defect.
+    #[arg(long, default_value_t = 1)]
+    failing: usize,
+    /// Tenant in the topics.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds until the defect of a failing motor starts.
+    #[arg(long, default_value_t = 60.0)]
+    onset: f64,
+    /// Seconds until a failing motor fails.
+    #[arg(long, default_value_t = 600.0)]
+    time_to_failure: f64,
+    /// Vibration samples per reading.
+    #[arg(long, default_value_t = edgepm::sim::DEFAULT_SAMPLES)]
+    samples: usize,
+    /// Random seed (the same seed gives the same motors).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Number of simulated motors.
+    #[arg(long, default_value_t = 4)]
+    motors: usize,
+    /// How many of them wear out during the run.
+    #[arg(long, default_value_t = 1)]
+    failing: usize,
+    /// Readings per second per motor.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Where the store, logs, plugins and models go.
+    #[arg(long, default_value = "edgepm-demo")]
+    data_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -123,7 +188,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cranelift=warn".into()),
+                .unwrap_or_else(|_| "info,cranelift=warn,rumqttd=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -183,6 +248,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Process(args) => process(args),
+        Command::Run { config } => run_host(&config),
+        Command::Simulate(args) => simulate(args),
+        Command::Demo(args) => demo(args),
         Command::Model(ModelCommand::Baseline { models_dir, name }) => {
             let dir = edgepm::model::baseline::write(&models_dir, &name)
                 .with_context(|| format!("writing model {name} into {}", models_dir.display()))?;
@@ -229,6 +297,102 @@ fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!(windows = ok, failed, "Done");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A watch flag set on Ctrl-C or SIGTERM, from a thread of its own.
+fn stop_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("edgepm-signals".into()).spawn(move || {
+        runtime.block_on(async {
+            #[cfg(unix)]
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            #[cfg(unix)]
+            let terminate = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminate = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate => {}
+            }
+            tracing::info!("Stopping (signal received)");
+            let _ = tx.send(true);
+        });
+    })?;
+    Ok(rx)
+}
+
+fn run_host(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = edgepm::service::HostConfig::load(config)?;
+    let mut stop = stop_signal()?;
+    let service = edgepm::service::Service::start(config)?;
+    tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    let totals = service.totals();
+    let counts = service.stop()?;
+    tracing::info!(
+        messages = totals.messages,
+        readings = totals.batch.readings,
+        rejected = totals.batch.rejected,
+        predictions = totals.batch.predictions,
+        alerts = totals.batch.alerts,
+        outbox_left = counts.outbox,
+        "Stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    anyhow::ensure!(args.failing <= args.motors, "--failing cannot exceed --motors");
+    let stop = stop_signal()?;
+    let mut motors = edgepm::sim::fleet(
+        &args.tenant,
+        args.motors,
+        args.failing,
+        args.onset,
+        args.time_to_failure,
+        args.seed,
+    );
+    let options = edgepm::sim::PublishOptions {
+        rate: args.rate,
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+        samples: args.samples,
+    };
+    tracing::info!(motors = args.motors, failing = args.failing, rate = args.rate, broker = %args.broker, "Simulating");
+    let client_id = format!("edgepm-sim-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let acked =
+        runtime.block_on(edgepm::sim::publish(&args.broker, &client_id, &mut motors, &options, stop))?;
+    println!("{acked} readings published and acknowledged by the broker");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    anyhow::ensure!(
+        args.motors > 0 && args.failing <= args.motors,
+        "need --motors ≥ 1 and --failing ≤ --motors"
+    );
+    let stop = stop_signal()?;
+    let options = edgepm::demo::DemoOptions {
+        data_dir: args.data_dir,
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+        motors: args.motors,
+        failing: args.failing,
+        rate: args.rate,
+    };
+    let summary = edgepm::demo::run(&options, stop)?;
+    println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 

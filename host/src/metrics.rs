@@ -4,6 +4,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -78,6 +79,120 @@ pub struct Metrics {
     loads: Family<LoadLabels, Counter>,
     quarantines: Family<StageLabels, Counter>,
     windows: Family<TenantLabels, Counter>,
+    /// The telemetry path: readings in, rejections, outputs, MQTT session.
+    pub telemetry: TelemetryMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: &'static str,
+}
+
+/// Metrics of the telemetry path (MQTT in, store, outbox out).
+#[derive(Clone)]
+pub struct TelemetryMetrics {
+    readings: Family<TenantLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    /// Readings already stored (MQTT redelivery), acknowledged again and otherwise ignored.
+    pub duplicates: Counter,
+    /// Readings older than the device's last window: stored, but they cannot change a window.
+    pub late: Counter,
+    predictions: Family<TenantLabels, Counter>,
+    alerts: Family<TenantLabels, Counter>,
+    window_errors: Family<TenantLabels, Counter>,
+    /// Messages waiting in the outbox.
+    pub outbox_depth: Gauge,
+    delivered: Family<SinkLabels, Counter>,
+    delivery_failures: Family<SinkLabels, Counter>,
+    /// Seconds from receiving a message to sending its acknowledgement (after the commit).
+    pub ack_seconds: Histogram,
+    /// Seconds per store transaction (a batch of messages).
+    pub commit_seconds: Histogram,
+    /// 1 while the ingest MQTT session is connected.
+    pub mqtt_connected: Gauge,
+    /// Connection losses of the ingest MQTT session.
+    pub mqtt_disconnects: Counter,
+}
+
+impl std::fmt::Debug for TelemetryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TelemetryMetrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~40 s
+    Histogram::new(exponential_buckets(1e-5, 2.5, 17))
+}
+
+impl TelemetryMetrics {
+    fn new() -> TelemetryMetrics {
+        TelemetryMetrics {
+            readings: Family::default(),
+            rejected: Family::default(),
+            duplicates: Counter::default(),
+            late: Counter::default(),
+            predictions: Family::default(),
+            alerts: Family::default(),
+            window_errors: Family::default(),
+            outbox_depth: Gauge::default(),
+            delivered: Family::default(),
+            delivery_failures: Family::default(),
+            ack_seconds: latency_histogram(),
+            commit_seconds: latency_histogram(),
+            mqtt_connected: Gauge::default(),
+            mqtt_disconnects: Counter::default(),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let r = registry;
+        r.register("edgepm_readings", "Readings stored, by tenant", self.readings.clone());
+        r.register("edgepm_readings_rejected", "Messages dead-lettered, by reason", self.rejected.clone());
+        r.register("edgepm_readings_duplicate", "Redelivered readings ignored", self.duplicates.clone());
+        r.register("edgepm_readings_late", "Readings older than the last window", self.late.clone());
+        r.register("edgepm_predictions", "Predictions stored, by tenant", self.predictions.clone());
+        r.register("edgepm_alerts", "Alerts raised, by tenant", self.alerts.clone());
+        r.register("edgepm_window_errors", "Windows a plugin failed on", self.window_errors.clone());
+        r.register("edgepm_outbox_depth", "Messages waiting in the outbox", self.outbox_depth.clone());
+        r.register("edgepm_outbox_delivered", "Outbox messages delivered, by sink", self.delivered.clone());
+        r.register(
+            "edgepm_outbox_failures",
+            "Outbox delivery attempts that failed, by sink",
+            self.delivery_failures.clone(),
+        );
+        r.register("edgepm_ack_latency_seconds", "Receive to MQTT acknowledgement", self.ack_seconds.clone());
+        r.register("edgepm_store_commit_seconds", "Store transaction per batch", self.commit_seconds.clone());
+        r.register("edgepm_mqtt_connected", "1 while the MQTT session is up", self.mqtt_connected.clone());
+        r.register("edgepm_mqtt_disconnects", "MQTT connection losses", self.mqtt_disconnects.clone());
+    }
+
+    pub fn readings(&self, tenant: &str) -> Counter {
+        self.readings.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn rejected(&self, reason: &'static str) -> Counter {
+        self.rejected.get_or_create(&ReasonLabels { reason }).clone()
+    }
+    pub fn predictions(&self, tenant: &str) -> Counter {
+        self.predictions.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn alerts(&self, tenant: &str) -> Counter {
+        self.alerts.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn window_errors(&self, tenant: &str) -> Counter {
+        self.window_errors.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn delivered(&self, sink: &'static str) -> Counter {
+        self.delivered.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn delivery_failures(&self, sink: &'static str) -> Counter {
+        self.delivery_failures.get_or_create(&SinkLabels { sink }).clone()
+    }
 }
 
 impl Default for Metrics {
@@ -104,7 +219,9 @@ impl Metrics {
             quarantines.clone(),
         );
         registry.register(WINDOWS_PROCESSED, "Windows processed by all three stages", windows.clone());
-        Metrics { registry, calls, call_seconds, loads, quarantines, windows }
+        let telemetry = TelemetryMetrics::new();
+        telemetry.register(&mut registry);
+        Metrics { registry, calls, call_seconds, loads, quarantines, windows, telemetry }
     }
 
     /// The handles a plugin of `tenant` at `stage` updates on every call.

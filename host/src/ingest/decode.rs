@@ -90,6 +90,10 @@ pub enum Reject {
     BadChannel(String),
     #[error("reading has no channels")]
     NoChannels,
+    #[error("no tenant {0:?} is deployed on this host")]
+    UnknownTenant(String),
+    #[error("asset metadata must be a JSON object of strings or numbers: {0}")]
+    BadAsset(String),
 }
 
 impl Reject {
@@ -107,6 +111,8 @@ impl Reject {
             Reject::TooManyChannels { .. } | Reject::TooManySamples { .. } => "too_many_values",
             Reject::NotFinite { .. } => "not_finite",
             Reject::BadChannel(_) | Reject::NoChannels => "bad_channel",
+            Reject::UnknownTenant(_) => "unknown_tenant",
+            Reject::BadAsset(_) => "bad_asset",
         }
     }
 }
@@ -124,6 +130,42 @@ pub fn parse_topic(topic: &str) -> Result<(&str, &str), Reject> {
         }
         _ => Err(bad()),
     }
+}
+
+/// `(tenant, device)` of an asset metadata topic, `edgepm/<tenant>/<device>/asset`.
+pub fn parse_asset_topic(topic: &str) -> Option<(&str, &str)> {
+    let mut levels = topic.split('/');
+    match (levels.next(), levels.next(), levels.next(), levels.next(), levels.next()) {
+        (Some("edgepm"), Some(tenant), Some(device), Some("asset"), None)
+            if is_name(tenant) && is_name(device) =>
+        {
+            Some((tenant, device))
+        }
+        _ => None,
+    }
+}
+
+/// Decodes asset metadata: a JSON object of at most 32 strings or numbers, e.g.
+/// `{"model": "WEG W22 15 kW", "install_date": "2019-03-12", "site": "Plant A"}`.
+pub fn decode_asset(payload: &[u8]) -> Result<Vec<(String, String)>, Reject> {
+    const MAX_ATTRIBUTES: usize = 32;
+    const MAX_BYTES: usize = 8 * 1024;
+    if payload.len() > MAX_BYTES {
+        return Err(Reject::TooLarge { size: payload.len(), limit: MAX_BYTES });
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|e| Reject::NotJson(e.to_string()))?;
+    let Value::Object(fields) = value else { return Err(Reject::NotObject) };
+    if fields.len() > MAX_ATTRIBUTES {
+        return Err(Reject::BadAsset(format!("{} attributes, the limit is {MAX_ATTRIBUTES}", fields.len())));
+    }
+    fields
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            Value::Number(n) => Ok((k, n.to_string())),
+            other => Err(Reject::BadAsset(format!("{k:?} is {other}"))),
+        })
+        .collect()
 }
 
 fn is_name(s: &str) -> bool {

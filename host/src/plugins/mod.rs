@@ -21,7 +21,7 @@ mod watcher;
 
 pub use engine::{EPOCH_TICK, PluginEngine};
 pub use instance::{CallContext, RECYCLE_AFTER_CALLS, StagePlugin, TRAP_SPAN_CALLS};
-pub use registry::{HostOptions, PluginEvent, PluginEventKind, PluginHost, TenantPipeline};
+pub use registry::{HostOptions, PluginEvent, PluginEventKind, PluginHost, TenantPipeline, is_tenant_name};
 pub use watcher::{DEBOUNCE, Watcher};
 
 use crate::metrics::CallOutcome;

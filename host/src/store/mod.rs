@@ -2,11 +2,15 @@
 //!
 //! It answers the `history` imports of policy plugins, which is how plugins stay stateless
 //! (cool-downs, "abnormal since" lines). [`MemoryHistory`] keeps a bounded in-process history;
-//! the durable SQLite store of the telemetry path implements the same [`History`] trait.
+//! the durable [`SqliteStore`] of the telemetry path implements the same [`History`] trait.
 
 mod memory;
+mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
+pub use sqlite::{
+    Counts, Durability, OutboxItem, OutcomeRow, Sink, SqliteStore, StoredPrediction, channels_json,
+};
 
 use crate::types::Features;
 

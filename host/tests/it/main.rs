@@ -9,3 +9,4 @@ mod misbehaving;
 mod other_toolchains;
 mod reference_plugins;
 mod support;
+mod telemetry;

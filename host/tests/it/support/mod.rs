@@ -2,6 +2,7 @@
 //! readings, plugin binaries built by `host/build.rs`, and metric lookups.
 #![allow(dead_code, reason = "each test module uses a different part of the fixtures")]
 
+pub mod broker;
 pub mod onnx;
 
 use edgepm::metrics::Metrics;

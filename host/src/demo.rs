@@ -1,0 +1,223 @@
+//! `edgepm demo`: the whole telemetry path on one machine with embedded defaults — an MQTT
+//! broker (rumqttd) on a free loopback port, the reference plugins deployed as tenant `default`,
+//! the baseline model, the host, and simulated motors of which some wear out.
+
+use crate::plugins::builtin;
+use crate::service::{HostConfig, Service};
+use crate::store::Counts;
+use crate::types::Stage;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// Tenant the demo deploys.
+pub const TENANT: &str = "default";
+
+/// An MQTT broker inside this process, listening on `127.0.0.1:<port>`.
+pub struct EmbeddedBroker {
+    pub port: u16,
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on a free loopback port and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<EmbeddedBroker> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = format!(
+            r#"
+id = 0
+[router]
+id = 0
+max_connections = 10010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 1048576
+max_inflight_count = 500
+dynamic_filters = true
+"#
+        );
+        let config: rumqttd::Config = toml::from_str(&config).context("embedded broker configuration")?;
+        let mut broker = rumqttd::Broker::new(config);
+        std::thread::Builder::new().name("edgepm-broker".into()).spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "Embedded MQTT broker stopped");
+            }
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the embedded MQTT broker did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(EmbeddedBroker { port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Deploys the reference plugins as tenant [`TENANT`] (alert e-mails to a placeholder address,
+/// Portuguese wording) and the baseline model as `default`, keeping whatever is already there.
+pub fn prepare(data_dir: &Path) -> anyhow::Result<()> {
+    let tenant = data_dir.join("plugins").join(TENANT);
+    std::fs::create_dir_all(&tenant).with_context(|| format!("creating {}", tenant.display()))?;
+    for stage in Stage::ALL {
+        let path = tenant.join(stage.file_name());
+        if !path.exists() {
+            std::fs::write(&path, builtin::bytes(stage))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let toml = tenant.join("tenant.toml");
+    if !toml.exists() {
+        std::fs::write(
+            &toml,
+            "# Written by `edgepm demo`. See docs/plugins.md for every key.\n\
+             threshold = 0.8\nmodel = \"default\"\n\n[alerts]\nemail = [\"manutencao@example.com\"]\n\n\
+             [settings]\nlanguage = \"pt\"\ncooldown_minutes = 60\n",
+        )?;
+    }
+    let models = data_dir.join("models");
+    if !models.join(crate::config::DEFAULT_MODEL).join("metadata.json").exists() {
+        crate::model::baseline::write(&models, crate::config::DEFAULT_MODEL)?;
+    }
+    Ok(())
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    /// `None`: until Ctrl-C.
+    pub duration: Option<Duration>,
+    pub motors: usize,
+    pub failing: usize,
+    /// Readings per second per motor.
+    pub rate: f64,
+}
+
+/// What the demo did.
+#[derive(Debug, Clone)]
+pub struct DemoSummary {
+    pub seconds: f64,
+    pub published: u64,
+    pub counts: Counts,
+    pub dead_letters: u64,
+    /// Highest probability per device, sorted by device.
+    pub peak_probability: Vec<(String, f64)>,
+    pub email_files: usize,
+    pub mqtt_log_lines: usize,
+    pub data_dir: PathBuf,
+    pub http: Option<std::net::SocketAddr>,
+}
+
+/// Runs the demo until the duration is over or `stop` is set (Ctrl-C).
+pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<DemoSummary> {
+    prepare(&options.data_dir)?;
+    let broker = EmbeddedBroker::start()?;
+    info!(url = %broker.url(), "Embedded MQTT broker listening");
+    let mut config = HostConfig::new(&options.data_dir, &broker.url());
+    config.mqtt.client_id = "edgepm-demo".into();
+    config.http.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let service = Service::start(config)?;
+    let http = service.http_addr();
+
+    // Failing motors wear out over the run: the defect starts at 10 % and fails at 60 % of it
+    // (Ctrl-C only runs: over 5 minutes).
+    let span = options.duration.map_or(300.0, |d| d.as_secs_f64());
+    let mut motors = crate::sim::fleet(TENANT, options.motors, options.failing, 0.1 * span, 0.6 * span, 42);
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let publish = crate::sim::PublishOptions {
+        rate: options.rate,
+        duration: options.duration,
+        samples: crate::sim::DEFAULT_SAMPLES,
+    };
+    let published = runtime.block_on(crate::sim::publish(
+        &broker.url(),
+        "edgepm-demo-sim",
+        &mut motors,
+        &publish,
+        stop,
+    ))?;
+
+    // Let the host drain what was published and deliver its outbox.
+    let drain_deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < drain_deadline {
+        let t = service.totals();
+        let stored = t.batch.readings + t.batch.duplicates + t.batch.rejected;
+        let outbox = service.store().outbox_depth().unwrap_or(0);
+        if stored >= published && outbox == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let totals = service.totals();
+    let store = service.store().clone();
+    let counts = service.stop()?;
+    let mut peak: Vec<(String, f64)> = Vec::new();
+    for p in store.predictions(TENANT, None)? {
+        match peak.iter_mut().find(|(d, _)| *d == p.device) {
+            Some((_, best)) => *best = best.max(p.probability),
+            None => peak.push((p.device.clone(), p.probability)),
+        }
+    }
+    peak.sort_by(|a, b| a.0.cmp(&b.0));
+    let config = HostConfig::new(&options.data_dir, &broker.url());
+    let email_files = std::fs::read_dir(config.email_dir())
+        .map(|d| {
+            d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "eml")).count()
+        })
+        .unwrap_or(0);
+    let mqtt_log_lines = std::fs::read_to_string(config.mqtt_log()).map(|s| s.lines().count()).unwrap_or(0);
+    Ok(DemoSummary {
+        seconds: started.elapsed().as_secs_f64(),
+        published,
+        counts,
+        dead_letters: totals.batch.rejected,
+        peak_probability: peak,
+        email_files,
+        mqtt_log_lines,
+        data_dir: options.data_dir.clone(),
+        http,
+    })
+}
+
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.counts;
+        let config = HostConfig::new(&self.data_dir, "mqtt://unused");
+        writeln!(f, "edgepm demo: {:.0} s", self.seconds)?;
+        writeln!(f, "  readings published   {}", self.published)?;
+        writeln!(f, "  readings stored      {}", c.readings)?;
+        writeln!(f, "  windows              {}", c.windows)?;
+        writeln!(f, "  predictions          {}", c.predictions)?;
+        writeln!(f, "  alerts               {}", c.alerts)?;
+        writeln!(f, "  dead letters         {}", self.dead_letters)?;
+        writeln!(f, "  outbox left          {}", c.outbox)?;
+        writeln!(f, "  peak failure probability per motor:")?;
+        for (device, p) in &self.peak_probability {
+            writeln!(f, "    {device:<10} {:>5.1} %", p * 100.0)?;
+        }
+        writeln!(f, "  files:")?;
+        writeln!(f, "    store              {}", config.store_path().display())?;
+        writeln!(f, "    alert e-mails      {} ({} files)", config.email_dir().display(), self.email_files)?;
+        writeln!(
+            f,
+            "    MQTT message log   {} ({} messages)",
+            config.mqtt_log().display(),
+            self.mqtt_log_lines
+        )?;
+        write!(f, "    plugins            {}", config.plugins_dir().join(TENANT).display())
+    }
+}

@@ -1,0 +1,260 @@
+//! A batch of MQTT messages through the host, in one store transaction.
+//!
+//! For each message: decode and validate it (a rejected one is dead-lettered), store the reading
+//! (a reading already stored is a redelivery: nothing else happens), push it into its device's
+//! window assembly, and run every completed window through the tenant's plugins; the features,
+//! the prediction, its alerts and every message that must leave the host (prediction and alert
+//! topics, alert e-mails, dead letters) are written to the store in the same transaction. The
+//! caller acknowledges the batch's messages to the broker only after [`Ingestor::process`]
+//! returned `Ok`: a crash at any point loses nothing that was acknowledged, and because window
+//! state is rebuilt from the store, a redelivered reading never makes a second window.
+
+use super::decode::{Limits, Reading, Reject, decode, decode_asset, parse_asset_topic};
+use crate::metrics::TelemetryMetrics;
+use crate::outbox::messages;
+use crate::pipeline::{WindowOutcome, process_window};
+use crate::plugins::PluginHost;
+use crate::store::{OutcomeRow, Sink, SqliteStore};
+use crate::types::Window;
+use crate::windows::{DeviceWindows, Pushed};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub received: Instant,
+}
+
+/// What a batch did, for logs, summaries and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub readings: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub rejected: u64,
+    pub windows: u64,
+    pub predictions: u64,
+    pub alerts: u64,
+    pub window_errors: u64,
+}
+
+/// Window state per device plus the asset registry cache.
+struct DeviceState {
+    windows: DeviceWindows,
+    size: usize,
+    hop: usize,
+}
+
+/// Turns batches of messages into stored readings, windows, predictions and outbox messages.
+pub struct Ingestor {
+    host: Arc<PluginHost>,
+    store: Arc<SqliteStore>,
+    limits: Limits,
+    default_hop: u32,
+    devices: HashMap<(String, String), DeviceState>,
+    assets: HashMap<(String, String), Vec<(String, String)>>,
+    metrics: TelemetryMetrics,
+}
+
+impl Ingestor {
+    pub fn new(host: Arc<PluginHost>, store: Arc<SqliteStore>, limits: Limits, default_hop: u32) -> Ingestor {
+        let metrics = host.metrics().telemetry.clone();
+        Ingestor {
+            host,
+            store,
+            limits,
+            default_hop: default_hop.max(1),
+            devices: HashMap::new(),
+            assets: HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Processes `batch` in one transaction. On `Err` nothing of the batch is stored, the window
+    /// state is dropped (it is rebuilt from the store), and the messages must not be acknowledged.
+    pub fn process(&mut self, batch: &[Message], now_ms: i64) -> anyhow::Result<BatchReport> {
+        let started = Instant::now();
+        self.store.begin()?;
+        let mut report = BatchReport::default();
+        let result = batch.iter().try_for_each(|m| self.message(m, now_ms, &mut report));
+        let result = result.and_then(|()| Ok(self.store.commit()?));
+        if let Err(e) = result {
+            self.store.rollback();
+            self.devices.clear();
+            self.assets.clear();
+            return Err(e);
+        }
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    fn message(&mut self, m: &Message, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
+        if let Some((tenant, device)) = parse_asset_topic(&m.topic) {
+            return match decode_asset(&m.payload) {
+                Ok(attributes) => {
+                    self.store.upsert_asset(tenant, device, &attributes, now_ms)?;
+                    self.assets.insert((tenant.to_string(), device.to_string()), attributes);
+                    Ok(())
+                }
+                Err(reject) => self.reject(m, &reject, now_ms, report),
+            };
+        }
+        let reading = match decode(&m.topic, &m.payload, &self.limits, now_ms) {
+            Ok(r) => r,
+            Err(reject) => return self.reject(m, &reject, now_ms, report),
+        };
+        let Some(pipeline) = self.host.tenant(&reading.tenant) else {
+            return self.reject(m, &Reject::UnknownTenant(reading.tenant.clone()), now_ms, report);
+        };
+        let size = pipeline.window_size.max(1) as usize;
+        let hop = pipeline.config.hop.unwrap_or(self.default_hop).max(1) as usize;
+        drop(pipeline);
+        // The window state must reflect the store *before* this reading is inserted.
+        self.device_state(&reading, size, hop)?;
+        if !self.store.insert_reading(&reading, now_ms)? {
+            report.duplicates += 1;
+            self.metrics.duplicates.inc();
+            return Ok(());
+        }
+        report.readings += 1;
+        self.metrics.readings(&reading.tenant).inc();
+        let key = (reading.tenant.clone(), reading.device.clone());
+        let pushed = match self.devices.get_mut(&key) {
+            Some(state) => state.windows.push(reading),
+            None => return Ok(()),
+        };
+        match pushed {
+            Pushed::Window(window) => self.window(window, now_ms, report)?,
+            Pushed::Late => {
+                report.late += 1;
+                self.metrics.late.inc();
+            }
+            Pushed::Held | Pushed::Duplicate => {}
+        }
+        Ok(())
+    }
+
+    /// Makes sure the device's window state exists and matches the tenant's window size and hop
+    /// (a new preprocess plugin may change the size): otherwise it is rebuilt from the store.
+    fn device_state(&mut self, r: &Reading, size: usize, hop: usize) -> anyhow::Result<()> {
+        let key = (r.tenant.clone(), r.device.clone());
+        if self.devices.get(&key).is_some_and(|s| s.size == size && s.hop == hop) {
+            return Ok(());
+        }
+        let recent = self.store.recent_readings(&r.tenant, &r.device, size + hop)?;
+        let last = self.store.last_window_ms(&r.tenant, &r.device)?;
+        debug!(tenant = %r.tenant, device = %r.device, restored = recent.len(), "Window state rebuilt from the store");
+        self.devices
+            .insert(key, DeviceState { windows: DeviceWindows::restore(size, hop, recent, last), size, hop });
+        Ok(())
+    }
+
+    fn asset(&mut self, tenant: &str, device: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let key = (tenant.to_string(), device.to_string());
+        if let Some(a) = self.assets.get(&key) {
+            return Ok(a.clone());
+        }
+        let a = self.store.asset(tenant, device)?;
+        self.assets.insert(key, a.clone());
+        Ok(a)
+    }
+
+    fn window(&mut self, mut window: Window, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
+        report.windows += 1;
+        window.asset = self.asset(&window.tenant, &window.device)?;
+        let (tenant, device, start_ms, end_ms, readings) = (
+            window.tenant.clone(),
+            window.device.clone(),
+            window.start_ms,
+            window.end_ms,
+            window.timestamps_ms.len(),
+        );
+        self.store.record_window(&tenant, &device, end_ms, now_ms)?;
+        let outcome = match process_window(&self.host, window) {
+            Ok(o) => o,
+            Err(e) => {
+                report.window_errors += 1;
+                self.metrics.window_errors(&tenant).inc();
+                warn!(%tenant, %device, end_ms, error = %e, "Window not scored");
+                return Ok(());
+            }
+        };
+        self.store_outcome(&outcome, start_ms, readings, now_ms)?;
+        report.predictions += 1;
+        report.alerts += outcome.decision.alerts.len() as u64;
+        self.metrics.predictions(&tenant).inc();
+        if !outcome.decision.alerts.is_empty() {
+            self.metrics.alerts(&tenant).inc_by(outcome.decision.alerts.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn store_outcome(
+        &self,
+        o: &WindowOutcome,
+        start_ms: i64,
+        readings: usize,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        let top = messages::top_contributions(&o.score.contributions, messages::TOP_CONTRIBUTIONS);
+        let contributions_json = serde_json::to_string(&top)?;
+        self.store.insert_outcome(
+            &OutcomeRow {
+                tenant: &o.tenant,
+                device: &o.device,
+                start_ms,
+                end_ms: o.end_ms,
+                probability: o.score.probability,
+                is_failure: o.decision.is_failure,
+                model: &o.score.model,
+                versions: &o.versions,
+                contributions_json: &contributions_json,
+                alerts: &o.decision.alerts,
+            },
+            now_ms,
+        )?;
+        let prediction = messages::prediction(o, start_ms, readings, &top);
+        self.store.enqueue(
+            Sink::Mqtt,
+            &messages::topic(&o.tenant, &o.device, "prediction"),
+            &prediction,
+            now_ms,
+        )?;
+        if o.decision.alerts.is_empty() {
+            return Ok(());
+        }
+        let targets = self.host.tenant(&o.tenant).map(|p| p.config.alerts.email.clone()).unwrap_or_default();
+        for (i, alert) in o.decision.alerts.iter().enumerate() {
+            let payload = messages::alert(o, alert);
+            self.store.enqueue(
+                Sink::Mqtt,
+                &messages::topic(&o.tenant, &o.device, "alert"),
+                &payload,
+                now_ms,
+            )?;
+            let email = crate::outbox::email::render(o, i, alert, &targets, now_ms);
+            self.store.enqueue(Sink::Email, &email.file_name, email.message.as_bytes(), now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn reject(
+        &mut self,
+        m: &Message,
+        reject: &Reject,
+        now_ms: i64,
+        report: &mut BatchReport,
+    ) -> anyhow::Result<()> {
+        report.rejected += 1;
+        self.metrics.rejected(reject.reason()).inc();
+        debug!(topic = %m.topic.chars().take(200).collect::<String>(), reason = reject.reason(), "Message dead-lettered: {reject}");
+        let (topic, payload) = messages::dead_letter(&m.topic, &m.payload, reject, now_ms);
+        self.store.enqueue(Sink::Mqtt, &topic, &payload, now_ms)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! The MQTT side: connection options (plain TCP, TLS, mutual TLS for AWS IoT Core), the ingest
+//! session (persistent, QoS 1, manual acknowledgements) and the outbox's publishing session.
+//!
+//! Two connections per host: `<client_id>` subscribes with a persistent session (the broker keeps
+//! queuing QoS 1 readings while the host is down) and `<client_id>-out` publishes predictions,
+//! alerts and dead letters. Both reconnect by themselves with exponential back-off (0.5 s → 30 s).
+
+use super::batch::Message;
+use crate::metrics::TelemetryMetrics;
+use anyhow::Context as _;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Telemetry topic filter.
+pub const TELEMETRY_TOPIC: &str = "edgepm/+/+/telemetry";
+/// Asset metadata topic filter (retained messages; never shared).
+pub const ASSET_TOPIC: &str = "edgepm/+/+/asset";
+/// Largest MQTT packet read. A larger one cannot be read at all, so it cannot be dead-lettered:
+/// cap payloads at the broker (mosquitto `message_size_limit`, IoT Core's 128 KB) below this.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 16 << 20;
+
+/// `[mqtt]` of the host configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883` (TLS; `[mqtt.tls]` gives the CA and client
+    /// certificate).
+    pub url: String,
+    /// Client id of the ingest session; the publishing session uses `<client_id>-out`. Must be
+    /// stable across restarts: it names the persistent session.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Join the MQTT shared subscription `$share/<group>/edgepm/+/+/telemetry`, so several hosts
+    /// split the devices' readings between them.
+    #[serde(default)]
+    pub shared_group: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Largest packet read or written (default 16 MiB).
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[mqtt.tls]`: PEM files. With `cert_file` and `key_file` the host authenticates with its
+/// certificate (mutual TLS, as AWS IoT Core requires).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// CA certificate(s) the broker's certificate must chain to (e.g. `AmazonRootCA1.pem`).
+    pub ca_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// ALPN protocols, e.g. `["x-amzn-mqtt-ca"]` for IoT Core on port 443.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+fn default_client_id() -> String {
+    "edgepm".to_string()
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_max_packet() -> usize {
+    DEFAULT_MAX_PACKET_BYTES
+}
+
+impl MqttConfig {
+    /// A configuration for `url` with every default.
+    pub fn new(url: impl Into<String>) -> MqttConfig {
+        MqttConfig {
+            url: url.into(),
+            client_id: default_client_id(),
+            shared_group: None,
+            username: None,
+            password: None,
+            keep_alive_secs: default_keep_alive(),
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            tls: None,
+        }
+    }
+
+    /// Resolves relative TLS file names against `dir` (the configuration file's folder).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        if let Some(tls) = &mut self.tls {
+            for p in
+                [Some(&mut tls.ca_file), tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+    }
+
+    /// The telemetry subscription, shared or not.
+    pub fn telemetry_filter(&self) -> String {
+        match &self.shared_group {
+            Some(group) => format!("$share/{group}/{TELEMETRY_TOPIC}"),
+            None => TELEMETRY_TOPIC.to_string(),
+        }
+    }
+
+    /// Connection options for the session `client_id`.
+    pub fn options(&self, client_id: &str, clean_session: bool) -> anyhow::Result<MqttOptions> {
+        let (tls, host, port) = parse_url(&self.url)?;
+        let mut o = MqttOptions::new(client_id, host, port);
+        o.set_keep_alive(Duration::from_secs(self.keep_alive_secs.max(5)))
+            .set_clean_session(clean_session)
+            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes)
+            .set_request_channel_capacity(65_536)
+            .set_inflight(1000);
+        if let Some(user) = &self.username {
+            o.set_credentials(user, self.password.clone().unwrap_or_default());
+        }
+        match (tls, &self.tls) {
+            (false, None) => {}
+            (false, Some(_)) => anyhow::bail!("[mqtt.tls] is set but the url {:?} is not mqtts://", self.url),
+            (true, files) => {
+                let config = client_tls(files.as_ref())?;
+                o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))));
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `(tls, host, port)` of `mqtt://host[:port]` / `mqtts://host[:port]` (also `tcp://`, `ssl://`).
+pub fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("MQTT url {url:?} needs a scheme (mqtt:// or mqtts://)"))?;
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" | "tls" => true,
+        other => anyhow::bail!("MQTT url {url:?}: unknown scheme {other:?} (mqtt or mqtts)"),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h.to_string(), p.parse::<u16>().with_context(|| format!("MQTT url {url:?}: bad port {p:?}"))?)
+        }
+        _ => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    anyhow::ensure!(!host.is_empty(), "MQTT url {url:?} has no host");
+    Ok((tls, host, port))
+}
+
+/// A rustls client configuration (ring provider) trusting `files.ca_file` (or, without files,
+/// nothing: TLS needs a CA file) and presenting the client certificate when given.
+fn client_tls(files: Option<&TlsFiles>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let files =
+        files.context("mqtts:// needs [mqtt.tls] ca_file (the CA that signed the broker's certificate)")?;
+    let mut roots = rustls::RootCertStore::empty();
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .with_context(|| format!("reading CA certificates from {}", files.ca_file.display()))?;
+    anyhow::ensure!(!cas.is_empty(), "{} holds no PEM certificate", files.ca_file.display());
+    for ca in cas {
+        roots.add(ca).with_context(|| format!("adding a CA certificate of {}", files.ca_file.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let mut config = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+            anyhow::ensure!(!chain.is_empty(), "{} holds no PEM certificate", cert.display());
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the client key {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).context("client certificate and key do not match")?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => anyhow::bail!("[mqtt.tls] needs both cert_file and key_file for mutual TLS"),
+    };
+    config.alpn_protocols = files.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// A received message and the packet its acknowledgement needs.
+pub struct Delivery {
+    pub message: Message,
+    pub publish: Publish,
+}
+
+/// Back-off between reconnection attempts.
+struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        d
+    }
+    fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+}
+
+/// Drives the ingest session until `stop`: (re)subscribes on every connection, forwards each
+/// publication to the ingest loop (waiting when it is busy: back-pressure reaches the broker),
+/// and reconnects with back-off after errors.
+pub async fn ingest_session(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<(String, QoS)>,
+    tx: tokio::sync::mpsc::Sender<Delivery>,
+    metrics: TelemetryMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff(Backoff::MIN);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                metrics.mqtt_connected.set(1);
+                info!(session_present = ack.session_present, "MQTT ingest session connected");
+                for (filter, qos) in &filters {
+                    if let Err(e) = client.try_subscribe(filter.clone(), *qos) {
+                        warn!(%filter, error = %e, "Subscribing failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let message = Message {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.clone(),
+                    received: Instant::now(),
+                };
+                tokio::select! {
+                    sent = tx.send(Delivery { message, publish }) => if sent.is_err() { break },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                    warn!(?ack, "The broker refused a subscription");
+                } else {
+                    info!(pkid = ack.pkid, "Subscribed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_connected.set(0);
+                metrics.mqtt_disconnects.inc();
+                let wait = backoff.next();
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT ingest session lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    metrics.mqtt_connected.set(0);
+    let _ = tokio::time::timeout(Duration::from_millis(500), client.disconnect()).await;
+    // Let the DISCONNECT (and queued acknowledgements) go out.
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), async { while eventloop.poll().await.is_ok() {} })
+            .await;
+}
+
+/// Drives the publishing session: counts the broker's acknowledgements for the outbox and
+/// tracks whether the connection is up.
+pub async fn publish_session(
+    mut eventloop: EventLoop,
+    acks: tokio::sync::watch::Sender<u64>,
+    connected: Arc<AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff(Backoff::MIN);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                connected.store(true, Ordering::Relaxed);
+                acks.send_modify(|_| {}); // wake a waiting dispatcher
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => acks.send_modify(|n| *n += 1),
+            Ok(_) => {}
+            Err(e) => {
+                connected.store(false, Ordering::Relaxed);
+                acks.send_modify(|_| {});
+                let wait = backoff.next();
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT publishing session lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    connected.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("mqtt://127.0.0.1:1884").unwrap(), (false, "127.0.0.1".into(), 1884));
+        assert_eq!(parse_url("mqtts://abc-ats.iot.eu-west-1.amazonaws.com").unwrap().2, 8883);
+        assert_eq!(parse_url("mqtt://[::1]:1883").unwrap(), (false, "::1".into(), 1883));
+        assert!(parse_url("127.0.0.1:1883").is_err());
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("mqtt://x:port").is_err());
+    }
+
+    #[test]
+    fn shared_subscription_filter() {
+        let mut c = MqttConfig::new("mqtt://localhost");
+        assert_eq!(c.telemetry_filter(), "edgepm/+/+/telemetry");
+        c.shared_group = Some("plant-a".into());
+        assert_eq!(c.telemetry_filter(), "$share/plant-a/edgepm/+/+/telemetry");
+    }
+
+    #[test]
+    fn tls_without_files_is_a_clear_error() {
+        let e = MqttConfig::new("mqtts://localhost").options("x", false).unwrap_err();
+        assert!(format!("{e:#}").contains("ca_file"), "{e:#}");
+    }
+}

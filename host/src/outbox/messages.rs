@@ -1,0 +1,129 @@
+//! The JSON messages the host publishes (DESIGN.md, "Wire formats"). Devices, dashboards and
+//! other tools parse these: fields are only ever added.
+
+use crate::ingest::Reject;
+use crate::pipeline::WindowOutcome;
+use crate::types::{Alert, Contribution, Stage};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Contributions carried by a prediction message (largest absolute value first).
+pub const TOP_CONTRIBUTIONS: usize = 5;
+/// Bytes of a rejected payload quoted in its dead letter.
+pub const DEAD_LETTER_EXCERPT: usize = 256;
+
+/// `edgepm/<tenant>/<device>/<kind>`.
+pub fn topic(tenant: &str, device: &str, kind: &str) -> String {
+    format!("edgepm/{tenant}/{device}/{kind}")
+}
+
+/// RFC 3339 UTC time of `ms` since the epoch, e.g. `2025-04-05T10:30:00Z`.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The `n` contributions of largest absolute value, largest first.
+pub fn top_contributions(all: &[Contribution], n: usize) -> Vec<Contribution> {
+    let mut v = all.to_vec();
+    v.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+    v.truncate(n);
+    v
+}
+
+fn versions(o: &WindowOutcome) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (stage, version) in Stage::ALL.iter().zip(&o.versions) {
+        m.insert(stage.as_str().to_string(), version.clone().into());
+    }
+    m.into()
+}
+
+/// Rounds a probability for the wire: 4 decimals are plenty and read better than f32 noise.
+fn round4(x: f32) -> f64 {
+    (x as f64 * 1e4).round() / 1e4
+}
+
+/// The prediction of one window, published on `edgepm/<tenant>/<device>/prediction`:
+/// `{"is_failure", "probability", "timestamp", "tenant", "device", "model", "versions",
+/// "contributions", "window": {"start", "end", "readings"}}`.
+pub fn prediction(o: &WindowOutcome, start_ms: i64, readings: usize, top: &[Contribution]) -> Vec<u8> {
+    json!({
+        "is_failure": o.decision.is_failure,
+        "probability": round4(o.score.probability),
+        "timestamp": rfc3339(o.end_ms),
+        "tenant": o.tenant,
+        "device": o.device,
+        "model": o.score.model,
+        "versions": versions(o),
+        "contributions": top.iter().map(|c| json!({"feature": c.feature, "value": c.value})).collect::<Vec<_>>(),
+        "window": {"start": rfc3339(start_ms), "end": rfc3339(o.end_ms), "readings": readings},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An alert, published on `edgepm/<tenant>/<device>/alert`.
+pub fn alert(o: &WindowOutcome, a: &Alert) -> Vec<u8> {
+    json!({
+        "severity": a.severity,
+        "subject": a.subject,
+        "body": a.body,
+        "probability": round4(o.score.probability),
+        "timestamp": rfc3339(o.end_ms),
+        "tenant": o.tenant,
+        "device": o.device,
+        "model": o.score.model,
+        "versions": versions(o),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The dead letter of a rejected message: topic `edgepm/<tenant>/deadletter` (tenant from the
+/// topic when it names one, else `_invalid`) and
+/// `{"reason", "error", "topic", "received", "payload_bytes", "payload_excerpt"}`.
+pub fn dead_letter(topic: &str, payload: &[u8], reject: &Reject, now_ms: i64) -> (String, Vec<u8>) {
+    let tenant = topic
+        .strip_prefix("edgepm/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|t| crate::plugins::is_tenant_name(t))
+        .unwrap_or("_invalid");
+    let excerpt = String::from_utf8_lossy(&payload[..payload.len().min(DEAD_LETTER_EXCERPT)]).into_owned();
+    let body = json!({
+        "reason": reject.reason(),
+        "error": reject.to_string(),
+        "topic": topic.chars().take(256).collect::<String>(),
+        "received": rfc3339(now_ms),
+        "payload_bytes": payload.len(),
+        "payload_excerpt": excerpt,
+    });
+    (format!("edgepm/{tenant}/deadletter"), body.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(1_743_849_000_000), "2025-04-05T10:30:00Z");
+        assert_eq!(rfc3339(1_743_849_000_250), "2025-04-05T10:30:00.25Z");
+    }
+
+    #[test]
+    fn dead_letters_name_the_tenant_and_quote_a_bounded_excerpt() {
+        let payload = vec![b'x'; 1 << 20];
+        let (t, body) = dead_letter("edgepm/acme/M1/telemetry", &payload, &Reject::NotObject, 0);
+        assert_eq!(t, "edgepm/acme/deadletter");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["reason"], "malformed");
+        assert_eq!(v["payload_bytes"], 1 << 20);
+        assert_eq!(v["payload_excerpt"].as_str().map(str::len), Some(DEAD_LETTER_EXCERPT));
+        let (t, _) = dead_letter("a/b", b"", &Reject::BadTopic("a/b".into()), 0);
+        assert_eq!(t, "edgepm/_invalid/deadletter");
+    }
+}

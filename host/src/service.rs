@@ -1,0 +1,516 @@
+//! The running host: MQTT sessions, the ingest loop, the outbox dispatcher, the plugins folder
+//! watcher and the HTTP endpoints, wired together from one [`HostConfig`].
+//!
+//! Threads: a small tokio runtime drives the two MQTT connections and HTTP; the ingest loop
+//! (decode, store, windows, plugins) runs on a thread of its own and commits a batch of messages
+//! per transaction, then hands the batch's acknowledgements to the ingest session; the outbox
+//! dispatcher runs on another thread with its own store connection.
+
+use crate::ingest::mqtt::{ASSET_TOPIC, Delivery, MqttConfig, ingest_session, publish_session};
+use crate::ingest::{BatchReport, Ingestor, Limits};
+use crate::metrics::Metrics;
+use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
+use crate::plugins::{HostOptions, PluginHost};
+use crate::store::{Counts, Durability, SqliteStore};
+use anyhow::Context as _;
+use rumqttc::{AsyncClient, QoS};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The host configuration (`edgepm run --config edgepm.toml`). Relative paths are relative to
+/// the file's folder. See `docs/operations.md` for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Store, logs and (by default) plugins, models and the compile cache live here.
+    pub data_dir: PathBuf,
+    /// Default `<data_dir>/plugins`.
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Default `<data_dir>/models`.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub windows: WindowsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Watch the plugins folder and swap new versions in (default true).
+    #[serde(default = "yes")]
+    pub watch_plugins: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// Readings between two windows of a device (a tenant may override it), default 8.
+    #[serde(default = "default_hop")]
+    pub hop: u32,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig { hop: default_hop() }
+    }
+}
+
+fn default_hop() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `full` (default): a commit — and so an acknowledgement — survives a power cut;
+    /// `normal`: survives a killed process only.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Readings, features, predictions and alerts older than this are deleted (default 30;
+    /// 0 keeps everything).
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+    /// Most messages per transaction (default 2048).
+    #[serde(default = "default_batch")]
+    pub batch_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::Full,
+            retention_days: default_retention(),
+            batch_max: default_batch(),
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    30
+}
+fn default_batch() -> usize {
+    2048
+}
+
+/// `[limits]`: what one telemetry message may hold (see [`Limits`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "d_payload")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "d_channels")]
+    pub max_channels: usize,
+    #[serde(default = "d_samples")]
+    pub max_samples: usize,
+    #[serde(default = "d_future")]
+    pub max_future_secs: i64,
+    #[serde(default = "d_age")]
+    pub max_age_secs: i64,
+}
+
+fn d_payload() -> usize {
+    Limits::default().max_payload_bytes
+}
+fn d_channels() -> usize {
+    Limits::default().max_channels
+}
+fn d_samples() -> usize {
+    Limits::default().max_samples
+}
+fn d_future() -> i64 {
+    Limits::default().max_future_ms / 1000
+}
+fn d_age() -> i64 {
+    Limits::default().max_age_ms / 1000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_payload_bytes: d_payload(),
+            max_channels: d_channels(),
+            max_samples: d_samples(),
+            max_future_secs: d_future(),
+            max_age_secs: d_age(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_channels: self.max_channels,
+            max_samples: self.max_samples,
+            max_future_ms: self.max_future_secs.saturating_mul(1000),
+            max_age_ms: self.max_age_secs.saturating_mul(1000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/healthz`, `/readyz`, `/metrics` (default `127.0.0.1:9464`; port 0 picks a free one).
+    #[serde(default = "default_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+impl HostConfig {
+    /// A configuration with every default, for `data_dir` and the broker at `url`.
+    pub fn new(data_dir: impl Into<PathBuf>, url: &str) -> HostConfig {
+        HostConfig {
+            data_dir: data_dir.into(),
+            plugins_dir: None,
+            models_dir: None,
+            mqtt: MqttConfig::new(url),
+            windows: WindowsConfig::default(),
+            store: StoreConfig::default(),
+            limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            watch_plugins: true,
+        }
+    }
+
+    /// Reads `path`; relative paths in it are resolved against its folder.
+    pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: HostConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        resolve(&mut c.data_dir);
+        c.plugins_dir.as_mut().map(resolve);
+        c.models_dir.as_mut().map(resolve);
+        c.mqtt.resolve_paths(dir);
+        anyhow::ensure!(c.windows.hop >= 1, "{}: windows.hop must be at least 1", path.display());
+        anyhow::ensure!(c.store.batch_max >= 1, "{}: store.batch_max must be at least 1", path.display());
+        Ok(c)
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(|| self.data_dir.join("models"))
+    }
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("edgepm.db")
+    }
+    /// Alert e-mail files.
+    pub fn email_dir(&self) -> PathBuf {
+        self.data_dir.join("logs").join("alert_emails")
+    }
+    /// Log of every MQTT message the host published.
+    pub fn mqtt_log(&self) -> PathBuf {
+        self.data_dir.join("logs").join("mqtt_messages.jsonl")
+    }
+}
+
+/// Totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: u64,
+    pub batch: BatchReport,
+    pub failed_batches: u64,
+}
+
+/// A running host. [`Service::stop`] shuts it down cleanly; dropping it stops it too.
+pub struct Service {
+    config: HostConfig,
+    host: Arc<PluginHost>,
+    store: Arc<SqliteStore>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Stops the ingest session (and with it the ingest loop).
+    stop_ingest: tokio::sync::watch::Sender<bool>,
+    /// Stops the publishing session and HTTP, after the outbox's last pass.
+    stop_output: tokio::sync::watch::Sender<bool>,
+    stop_outbox: Arc<AtomicBool>,
+    outbox_waker: Waker,
+    ingest_thread: Option<std::thread::JoinHandle<()>>,
+    outbox_thread: Option<std::thread::JoinHandle<()>>,
+    totals: Arc<std::sync::Mutex<Totals>>,
+    http_addr: Option<SocketAddr>,
+    _watcher: Option<crate::plugins::Watcher>,
+}
+
+impl Service {
+    /// Opens the store and the plugin host, connects to the broker and starts serving.
+    pub fn start(config: HostConfig) -> anyhow::Result<Service> {
+        let store = Arc::new(SqliteStore::open(&config.store_path(), config.store.durability)?);
+        let metrics = Arc::new(Metrics::new());
+        let mut options = HostOptions::new(config.plugins_dir(), config.models_dir());
+        options.cache_dir = Some(config.data_dir.join("cache"));
+        let host = PluginHost::open(options, store.clone(), metrics.clone())?;
+        if host.tenant_names().is_empty() {
+            warn!(plugins_dir = %config.plugins_dir().display(), "No tenant folder: every reading will be dead-lettered until one is added");
+        }
+        let watcher = if config.watch_plugins {
+            Some(host.watch().context("watching the plugins folder")?)
+        } else {
+            None
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("edgepm-io")
+            .enable_all()
+            .build()?;
+        let (stop_ingest, stop_ingest_rx) = tokio::sync::watch::channel(false);
+        let (stop_output, stop_output_rx) = tokio::sync::watch::channel(false);
+        let stop_outbox = Arc::new(AtomicBool::new(false));
+        let telemetry = metrics.telemetry.clone();
+
+        // Publishing session and the outbox dispatcher.
+        let (out_client, out_loop) =
+            AsyncClient::new(config.mqtt.options(&format!("{}-out", config.mqtt.client_id), true)?, 4096);
+        let (acks_tx, acks_rx) = tokio::sync::watch::channel(0u64);
+        let out_connected = Arc::new(AtomicBool::new(false));
+        runtime.spawn(publish_session(out_loop, acks_tx, out_connected.clone(), stop_output_rx.clone()));
+        let (dispatcher, waker) = Dispatcher::new(
+            SqliteStore::open(&config.store_path(), config.store.durability)?,
+            MqttOut {
+                client: out_client.clone(),
+                acks: acks_rx,
+                connected: out_connected,
+                runtime: runtime.handle().clone(),
+            },
+            Paths { email_dir: config.email_dir(), mqtt_log: config.mqtt_log() },
+            telemetry.clone(),
+            stop_outbox.clone(),
+        )?;
+        let outbox_waker = waker.clone();
+        let outbox_thread =
+            std::thread::Builder::new().name("edgepm-outbox".into()).spawn(move || dispatcher.run())?;
+
+        // Ingest session and loop.
+        let (in_client, in_loop) =
+            AsyncClient::new(config.mqtt.options(&config.mqtt.client_id, false)?, 65_536);
+        let filters = vec![
+            (config.mqtt.telemetry_filter(), QoS::AtLeastOnce),
+            (ASSET_TOPIC.to_string(), QoS::AtLeastOnce),
+        ];
+        let (tx, rx) = tokio::sync::mpsc::channel::<Delivery>(4 * config.store.batch_max);
+        runtime.spawn(ingest_session(
+            in_loop,
+            in_client.clone(),
+            filters,
+            tx,
+            telemetry.clone(),
+            stop_ingest_rx,
+        ));
+        let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
+        let ingestor = Ingestor::new(host.clone(), store.clone(), config.limits.limits(), config.windows.hop);
+        let ingest = IngestLoop {
+            ingestor,
+            rx,
+            acks: in_client,
+            runtime: runtime.handle().clone(),
+            waker,
+            batch_max: config.store.batch_max,
+            totals: totals.clone(),
+            metrics: telemetry,
+            store: store.clone(),
+            retention_days: config.store.retention_days,
+        };
+        let ingest_thread =
+            std::thread::Builder::new().name("edgepm-ingest".into()).spawn(move || ingest.run())?;
+
+        let http_addr = match config.http.listen {
+            Some(addr) => {
+                let listener = runtime
+                    .block_on(tokio::net::TcpListener::bind(addr))
+                    .with_context(|| format!("binding the HTTP address {addr} ([http] listen)"))?;
+                let local = listener.local_addr()?;
+                info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics");
+                let mut stop = stop_output_rx.clone();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let h = host.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = crate::api::serve(listener, h, shutdown).await {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                });
+                Some(local)
+            }
+            None => None,
+        };
+        info!(broker = %config.mqtt.url, data_dir = %config.data_dir.display(), tenants = ?host.tenant_names(), "edgepm host running");
+        Ok(Service {
+            config,
+            host,
+            store,
+            runtime: Some(runtime),
+            stop_ingest,
+            stop_output,
+            stop_outbox,
+            outbox_waker,
+            ingest_thread: Some(ingest_thread),
+            outbox_thread: Some(outbox_thread),
+            totals,
+            http_addr,
+            _watcher: watcher,
+        })
+    }
+
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.store
+    }
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+    /// Where the HTTP endpoints listen, when enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+    pub fn totals(&self) -> Totals {
+        *self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops taking messages, finishes the batch in progress, delivers what the outbox can and
+    /// disconnects. Returns the store's row counts.
+    pub fn stop(mut self) -> anyhow::Result<Counts> {
+        self.shutdown();
+        Ok(self.store.counts()?)
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop_ingest.send(true);
+        if let Some(t) = self.ingest_thread.take() {
+            let _ = t.join();
+        }
+        self.stop_outbox.store(true, Ordering::Relaxed);
+        self.outbox_waker.wake();
+        if let Some(t) = self.outbox_thread.take() {
+            let _ = t.join();
+        }
+        let _ = self.stop_output.send(true);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The ingest thread: batches of deliveries → one transaction each → acknowledgements.
+struct IngestLoop {
+    ingestor: Ingestor,
+    rx: tokio::sync::mpsc::Receiver<Delivery>,
+    acks: AsyncClient,
+    runtime: tokio::runtime::Handle,
+    waker: Waker,
+    batch_max: usize,
+    totals: Arc<std::sync::Mutex<Totals>>,
+    metrics: crate::metrics::TelemetryMetrics,
+    store: Arc<SqliteStore>,
+    retention_days: u32,
+}
+
+impl IngestLoop {
+    fn run(mut self) {
+        let mut batch: Vec<Delivery> = Vec::with_capacity(self.batch_max);
+        let mut messages = Vec::with_capacity(self.batch_max);
+        let mut next_purge = Instant::now();
+        // `None` once the ingest session is gone (shutdown).
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_max {
+                match self.rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+            messages.clear();
+            messages.extend(batch.iter().map(|d| d.message.clone()));
+            match self.ingestor.process(&messages, now_ms()) {
+                Ok(report) => {
+                    self.acknowledge(&batch);
+                    self.waker.wake();
+                    let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    t.messages += batch.len() as u64;
+                    add(&mut t.batch, &report);
+                }
+                Err(e) => {
+                    // Not acknowledged: the broker redelivers them after a reconnect. Pause so
+                    // a full disk or a locked database is not hammered.
+                    tracing::error!(error = %format!("{e:#}"), messages = batch.len(), "Storing a batch failed; its messages are not acknowledged");
+                    self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed_batches += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            batch.clear();
+            if self.retention_days > 0 && Instant::now() >= next_purge {
+                next_purge = Instant::now() + Duration::from_secs(3600);
+                let before = now_ms() - i64::from(self.retention_days) * 86_400_000;
+                match self.store.purge_before(before) {
+                    Ok(0) => {}
+                    Ok(n) => info!(rows = n, retention_days = self.retention_days, "Old rows purged"),
+                    Err(e) => warn!(error = %e, "Purging old rows failed"),
+                }
+            }
+        }
+    }
+
+    fn acknowledge(&self, batch: &[Delivery]) {
+        let client = &self.acks;
+        let sent = self.runtime.block_on(async {
+            for d in batch {
+                if client.ack(&d.publish).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        if !sent {
+            warn!("The MQTT session is closed; acknowledgements not sent (the broker will redeliver)");
+        }
+        for d in batch {
+            self.metrics.ack_seconds.observe(d.message.received.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn add(total: &mut BatchReport, r: &BatchReport) {
+    total.readings += r.readings;
+    total.duplicates += r.duplicates;
+    total.late += r.late;
+    total.rejected += r.rejected;
+    total.windows += r.windows;
+    total.predictions += r.predictions;
+    total.alerts += r.alerts;
+    total.window_errors += r.window_errors;
+}

@@ -1,0 +1,338 @@
+//! Simulated motors with a bearing that wears out, publishing the canonical telemetry payload.
+//!
+//! The physics is deliberately simple but has the right signatures, so features, models and
+//! alerts behave as they would on a real outer-race defect:
+//! - **vibration** (velocity, mm/s, bursts sampled at [`SAMPLE_RATE_HZ`]): running-speed (1×) and
+//!   2× components, broadband noise, and — once the defect starts — impacts at the outer-race
+//!   fault frequency (BPFO ≈ 3.57 × shaft speed) ringing a structural resonance at ~900 Hz. Early
+//!   on the impacts raise the kurtosis; as the defect grows the RMS rises and the energy moves
+//!   into the resonance band;
+//! - **temperature** (°C): load heating plus friction heating growing with the defect's square;
+//! - **current** (A): nominal load current, rising with the extra friction.
+//!
+//! A motor's health `h` goes from 0 (healthy) to 1 (failed): 0 before the defect's onset, then
+//! `((t − onset) / (failure − onset))²`. The same generator feeds `edgepm simulate`, the demo and
+//! the training-data generator, so live data and training data come from the same physics.
+
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use rand_distr::{Distribution as _, Normal};
+use std::f64::consts::TAU;
+
+/// Vibration sampling rate of a burst.
+pub const SAMPLE_RATE_HZ: f64 = 2560.0;
+/// Samples per burst, as in the canonical payload.
+pub const DEFAULT_SAMPLES: usize = 64;
+/// Ball-pass frequency of the outer race, in multiples of the shaft speed (a 6205-class bearing).
+pub const BPFO_ORDER: f64 = 3.57;
+/// Structural resonance excited by the impacts.
+const RESONANCE_HZ: f64 = 900.0;
+/// Decay time of one impact's ringing.
+const RING_DECAY_S: f64 = 0.0015;
+/// Peak velocity of an impact at `h = 1`, mm/s.
+const IMPACT_PEAK: f64 = 25.0;
+
+/// When a motor's bearing degrades (seconds since the start of the simulation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Degradation {
+    pub onset_s: f64,
+    pub failure_s: f64,
+}
+
+/// One motor: identity, asset metadata and physics parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MotorSpec {
+    pub tenant: String,
+    pub device: String,
+    /// Registry metadata: model, install date, site, position.
+    pub asset: Vec<(String, String)>,
+    pub shaft_hz: f64,
+    /// Peak 1× velocity of the healthy motor, mm/s.
+    pub imbalance: f64,
+    /// Broadband noise of the healthy motor (standard deviation), mm/s.
+    pub noise: f64,
+    /// Healthy operating temperature, °C.
+    pub temperature: f64,
+    /// Healthy load current, A.
+    pub current: f64,
+    pub degradation: Option<Degradation>,
+    pub seed: u64,
+}
+
+/// One reading of a simulated motor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimReading {
+    pub vibration: Vec<f32>,
+    pub temperature: f32,
+    pub current: f32,
+}
+
+/// A motor producing readings.
+pub struct Motor {
+    pub spec: MotorSpec,
+    rng: SmallRng,
+    last_ts_ms: i64,
+}
+
+const SITES: [&str; 3] = ["Plant A - Campinas", "Plant B - Joinville", "Plant C - Betim"];
+const MODELS: [(&str, f64, f64); 3] =
+    [("WEG W22 15 kW 4P", 29.6, 28.0), ("WEG W22 7.5 kW 4P", 29.5, 14.2), ("ABB M3BP 22 kW 4P", 29.7, 40.5)];
+
+impl Motor {
+    pub fn new(spec: MotorSpec) -> Motor {
+        let rng = SmallRng::seed_from_u64(spec.seed);
+        Motor { spec, rng, last_ts_ms: i64::MIN }
+    }
+
+    /// Health at `t_s`: 0 healthy … 1 failed.
+    pub fn health(&self, t_s: f64) -> f64 {
+        match self.spec.degradation {
+            Some(d) if t_s > d.onset_s => {
+                let x = ((t_s - d.onset_s) / (d.failure_s - d.onset_s).max(1e-9)).clamp(0.0, 1.0);
+                x * x
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Seconds left until failure at `t_s`, for a degrading motor (negative after it).
+    pub fn time_to_failure(&self, t_s: f64) -> Option<f64> {
+        self.spec.degradation.map(|d| d.failure_s - t_s)
+    }
+
+    /// The reading at `t_s` with a burst of `samples` vibration samples.
+    pub fn reading(&mut self, t_s: f64, samples: usize) -> SimReading {
+        let h = self.health(t_s);
+        let s = &self.spec;
+        let f1 = s.shaft_hz * (1.0 - 0.002 * h); // a little more slip under friction
+        let noise =
+            Normal::new(0.0, s.noise.abs() * (1.0 + 1.5 * h)).expect("a finite, non-negative deviation");
+        let phase = self.rng.random::<f64>() * TAU;
+        let bpfo_period = 1.0 / (BPFO_ORDER * f1);
+        // Time since the previous impact at the burst's first sample.
+        let mut since_impact = self.rng.random::<f64>() * bpfo_period;
+        let impact = IMPACT_PEAK * h.powf(1.2);
+        let mut vibration = Vec::with_capacity(samples);
+        for n in 0..samples {
+            let t = n as f64 / SAMPLE_RATE_HZ;
+            let mut v = s.imbalance * (1.0 + 0.3 * h) * (TAU * f1 * t + phase).sin()
+                + 0.2 * s.imbalance * (TAU * 2.0 * f1 * t + 2.0 * phase).sin()
+                + noise.sample(&mut self.rng);
+            if impact > 0.0 {
+                v +=
+                    impact * (-since_impact / RING_DECAY_S).exp() * (TAU * RESONANCE_HZ * since_impact).sin();
+            }
+            vibration.push(v as f32);
+            since_impact += 1.0 / SAMPLE_RATE_HZ;
+            if since_impact >= bpfo_period {
+                since_impact -= bpfo_period;
+            }
+        }
+        let (temperature, current) = (s.temperature, s.current);
+        let temperature = temperature + 20.0 * h * h + 0.2 * self.gauss();
+        let current = current * (1.0 + 0.08 * h) + 0.005 * current * self.gauss();
+        SimReading { vibration, temperature: temperature as f32, current: current as f32 }
+    }
+
+    fn gauss(&mut self) -> f64 {
+        rand_distr::StandardNormal.sample(&mut self.rng)
+    }
+
+    /// The canonical JSON payload of the reading at `t_s`, stamped `ts_ms` (made strictly
+    /// increasing per motor, so two readings never share a timestamp).
+    pub fn payload(&mut self, ts_ms: i64, t_s: f64, samples: usize) -> (i64, Vec<u8>) {
+        let ts = ts_ms.max(self.last_ts_ms.saturating_add(1));
+        self.last_ts_ms = ts;
+        let r = self.reading(t_s, samples);
+        let rounded: Vec<f64> = r.vibration.iter().map(|&x| (x as f64 * 1e4).round() / 1e4).collect();
+        let body = serde_json::json!({
+            "ts": ts,
+            "vibration": rounded,
+            "temperature": (r.temperature as f64 * 100.0).round() / 100.0,
+            "current": (r.current as f64 * 100.0).round() / 100.0,
+        });
+        (ts, body.to_string().into_bytes())
+    }
+
+    /// Telemetry topic of the motor.
+    pub fn topic(&self) -> String {
+        format!("edgepm/{}/{}/telemetry", self.spec.tenant, self.spec.device)
+    }
+
+    /// Asset topic and retained payload (a JSON object of strings).
+    pub fn asset_message(&self) -> (String, Vec<u8>) {
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.spec.asset.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        (
+            format!("edgepm/{}/{}/asset", self.spec.tenant, self.spec.device),
+            serde_json::Value::Object(map).to_string().into_bytes(),
+        )
+    }
+}
+
+/// A fleet: `motors` motors named `MTR-001`…, the first `failing` of them degrading between
+/// `onset_s` and `failure_s` (spread a little per motor), all of tenant `tenant`.
+pub fn fleet(
+    tenant: &str,
+    motors: usize,
+    failing: usize,
+    onset_s: f64,
+    failure_s: f64,
+    seed: u64,
+) -> Vec<Motor> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..motors)
+        .map(|i| {
+            let (model, shaft_hz, current) = MODELS[i % MODELS.len()];
+            let spread = 1.0 + 0.1 * (rng.random::<f64>() - 0.5);
+            let degradation = (i < failing)
+                .then_some(Degradation { onset_s: onset_s * spread, failure_s: failure_s * spread });
+            let year = 2015 + (i % 9);
+            let asset = vec![
+                ("model".to_string(), model.to_string()),
+                ("install_date".to_string(), format!("{year}-{:02}-{:02}", 1 + i % 12, 1 + (i * 7) % 28)),
+                ("site".to_string(), SITES[i % SITES.len()].to_string()),
+                ("position".to_string(), format!("Line {} / Pump P-{}", 1 + i / 10, 1 + i % 10)),
+            ];
+            Motor::new(MotorSpec {
+                tenant: tenant.to_string(),
+                device: format!("MTR-{:03}", i + 1),
+                asset,
+                shaft_hz: shaft_hz * (1.0 + 0.01 * (rng.random::<f64>() - 0.5)),
+                imbalance: 1.4 * (0.85 + 0.3 * rng.random::<f64>()),
+                noise: 0.25,
+                temperature: 58.0 + 6.0 * rng.random::<f64>(),
+                current: current * (0.95 + 0.1 * rng.random::<f64>()),
+                degradation,
+                seed: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            })
+        })
+        .collect()
+}
+
+/// Options of [`publish`].
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Readings per second per motor.
+    pub rate: f64,
+    /// Stop after this long (`None`: until stopped).
+    pub duration: Option<std::time::Duration>,
+    pub samples: usize,
+}
+
+/// Publishes readings of every motor at `rate` per second each (QoS 1) until the duration is over
+/// or `stop` turns true; the asset metadata is published first (retained). Returns the number of
+/// readings the broker acknowledged.
+pub async fn publish(
+    url: &str,
+    client_id: &str,
+    motors: &mut [Motor],
+    options: &PublishOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let config = crate::ingest::mqtt::MqttConfig::new(url);
+    let (client, mut eventloop) = AsyncClient::new(config.options(client_id, true)?, 10_000);
+    let (acked_tx, acked_rx) = tokio::sync::watch::channel(0u64);
+    let driver = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked_tx.send_modify(|n| *n += 1),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Simulator connection lost; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    let mut sent = 0u64;
+    for m in motors.iter() {
+        let (topic, payload) = m.asset_message();
+        client.publish(topic, QoS::AtLeastOnce, true, payload).await?;
+        sent += 1;
+    }
+    let period = std::time::Duration::from_secs_f64(1.0 / options.rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = std::time::Instant::now();
+    let mut readings = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let elapsed = start.elapsed();
+        if options.duration.is_some_and(|d| elapsed >= d) {
+            break;
+        }
+        let now = crate::outbox::now_ms();
+        for m in motors.iter_mut() {
+            let (_, payload) = m.payload(now, elapsed.as_secs_f64(), options.samples);
+            client.publish(m.topic(), QoS::AtLeastOnce, false, payload).await?;
+            sent += 1;
+            readings += 1;
+        }
+    }
+    // Wait (bounded) for the broker to acknowledge everything published.
+    let mut acked = acked_rx.clone();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), acked.wait_for(|n| *n >= sent)).await;
+    let acked_readings = (*acked_rx.borrow()).saturating_sub(motors.len() as u64).min(readings);
+    let _ = client.disconnect().await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    driver.abort();
+    Ok(acked_readings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rms(x: &[f32]) -> f64 {
+        (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    fn kurtosis(x: &[f32]) -> f64 {
+        let n = x.len() as f64;
+        let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let m2 = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
+        let m4 = x.iter().map(|&v| (v as f64 - m).powi(4)).sum::<f64>() / n;
+        m4 / (m2 * m2)
+    }
+
+    #[test]
+    fn a_degrading_bearing_shows_rising_rms_kurtosis_and_temperature() {
+        let mut motors = fleet("t", 2, 1, 10.0, 100.0, 7);
+        let window = |m: &mut Motor, t: f64| {
+            let rs: Vec<SimReading> = (0..32).map(|i| m.reading(t + i as f64 * 0.1, 64)).collect();
+            let v: Vec<f32> = rs.iter().flat_map(|r| r.vibration.clone()).collect();
+            (rms(&v), kurtosis(&v), rs.iter().map(|r| r.temperature as f64).sum::<f64>() / 32.0)
+        };
+        let (healthy_rms, healthy_k, healthy_t) = window(&mut motors[0], 5.0);
+        let (early_rms, early_k, _) = window(&mut motors[0], 50.0);
+        let (late_rms, _, late_t) = window(&mut motors[0], 99.0);
+        let (other_rms, _, _) = window(&mut motors[1], 99.0);
+        assert!((0.8..1.6).contains(&healthy_rms), "healthy RMS {healthy_rms}");
+        assert!((1.4..3.2).contains(&healthy_k), "healthy kurtosis {healthy_k} (sine-dominated velocity)");
+        eprintln!("rms {healthy_rms} {early_rms} {late_rms}; kurtosis {healthy_k} {early_k}");
+        assert!(early_k > healthy_k + 1.0, "impacts raise kurtosis early: {early_k} vs {healthy_k}");
+        assert!(
+            late_rms > 2.5 * healthy_rms && late_rms > early_rms,
+            "RMS {healthy_rms} → {early_rms} → {late_rms}"
+        );
+        assert!(late_t > healthy_t + 15.0, "temperature {healthy_t} → {late_t}");
+        assert!((0.8..1.6).contains(&other_rms), "a healthy motor stays healthy: {other_rms}");
+    }
+
+    #[test]
+    fn timestamps_are_strictly_increasing_and_payloads_canonical() {
+        let mut m = fleet("acme", 1, 0, 0.0, 1.0, 1).remove(0);
+        let (a, _) = m.payload(1000, 0.0, 64);
+        let (b, payload) = m.payload(1000, 0.0, 64);
+        assert_eq!((a, b), (1000, 1001));
+        let reading = crate::ingest::decode(&m.topic(), &payload, &crate::ingest::Limits::default(), 1001)
+            .expect("the simulator publishes what the host accepts");
+        assert_eq!(reading.channels.len(), 3);
+        assert_eq!(m.topic(), "edgepm/acme/MTR-001/telemetry");
+    }
+}

@@ -1,0 +1,728 @@
+//! The local store: one SQLite file in WAL mode.
+//!
+//! Tables (all keyed by tenant, device and time, so a redelivered reading is a no-op):
+//! - `readings(tenant, device, ts_ms, seq, received_ms, channels)` — `channels` is the JSON object
+//!   of the reading's channels, `{"current":12.1,"vibration":[...]}`;
+//! - `features(tenant, device, ts_ms, features)` — JSON object, one row per window;
+//! - `predictions(tenant, device, ts_ms, start_ms, probability, is_failure, model, versions,
+//!   contributions, created_ms)`;
+//! - `alerts(tenant, device, ts_ms, idx, severity, subject, body, probability)`;
+//! - `devices(tenant, device, last_window_ms, last_seen_ms)` — where the window assembly stood;
+//! - `assets(tenant, device, attributes, updated_ms)` — registry metadata (JSON object);
+//! - `outbox(id, sink, target, payload, created_ms, attempts, next_ms, last_error)` — everything
+//!   that still has to leave the host.
+//!
+//! The ingest loop writes a whole batch of messages — readings, the windows they complete, the
+//! predictions, alerts and outbox rows — in one transaction ([`SqliteStore::begin`] /
+//! [`SqliteStore::commit`]), and acknowledges the messages to the broker only after the commit.
+//! The same connection answers the policy plugins' `history` imports, so a policy sees the
+//! features of the window being processed.
+
+use super::History;
+use crate::ingest::{Reading, Samples};
+use crate::types::{Alert, Features, Severity};
+use rusqlite::{Connection, OptionalExtension as _, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tracing::warn;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS readings (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    seq INTEGER, received_ms INTEGER NOT NULL, channels TEXT NOT NULL,
+    PRIMARY KEY (tenant, device, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS features (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, features TEXT NOT NULL,
+    PRIMARY KEY (tenant, device, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS predictions (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+    probability REAL NOT NULL, is_failure INTEGER NOT NULL, model TEXT NOT NULL,
+    versions TEXT NOT NULL, contributions TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, idx INTEGER NOT NULL,
+    severity TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, probability REAL NOT NULL,
+    PRIMARY KEY (tenant, device, ts_ms, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, last_window_ms INTEGER, last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS assets (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, attributes TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, target TEXT NOT NULL,
+    payload BLOB NOT NULL, created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE INDEX IF NOT EXISTS outbox_next ON outbox (next_ms, id);
+";
+
+/// How hard a commit waits for the disk (SQLite `PRAGMA synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync the WAL on every commit: an acknowledged reading survives a power cut (default).
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a killed process, not a power cut; faster.
+    Normal,
+}
+
+/// Where an outbox message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// An MQTT publication; `target` is the topic.
+    Mqtt,
+    /// An RFC 5322 file in the alert e-mail folder; `target` is the file name.
+    Email,
+}
+
+impl Sink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Mqtt => "mqtt",
+            Sink::Email => "email",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Sink> {
+        match s {
+            "mqtt" => Some(Sink::Mqtt),
+            "email" => Some(Sink::Email),
+            _ => None,
+        }
+    }
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub sink: Sink,
+    pub target: String,
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+}
+
+/// A prediction row as the store keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredPrediction {
+    pub tenant: String,
+    pub device: String,
+    pub ts_ms: i64,
+    pub probability: f64,
+    pub is_failure: bool,
+    pub model: String,
+}
+
+/// Row counts, for summaries and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub readings: u64,
+    pub windows: u64,
+    pub predictions: u64,
+    pub alerts: u64,
+    pub outbox: u64,
+}
+
+/// What one window produced, in the form the store keeps.
+pub struct OutcomeRow<'a> {
+    pub tenant: &'a str,
+    pub device: &'a str,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub probability: f32,
+    pub is_failure: bool,
+    pub model: &'a str,
+    pub versions: &'a [String; 3],
+    pub contributions_json: &'a str,
+    pub alerts: &'a [Alert],
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct AboveKey {
+    tenant: String,
+    device: String,
+    feature: String,
+    threshold: u64,
+}
+
+/// The answer of `above_since` through the window that ended at `through_ms`, so the next query
+/// only reads the windows recorded since.
+struct AboveMemo {
+    through_ms: i64,
+    since: Option<i64>,
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`; one connection, serialised by a mutex.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    above: Mutex<HashMap<AboveKey, AboveMemo>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+        use anyhow::Context as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!("{}: SQLite refused WAL mode (got {mode})", path.display());
+        }
+        conn.execute_batch(match durability {
+            Durability::Full => "PRAGMA synchronous=FULL;",
+            Durability::Normal => "PRAGMA synchronous=NORMAL;",
+        })?;
+        conn.execute_batch(SCHEMA).with_context(|| format!("creating tables in {}", path.display()))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            above: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the batch transaction (a write transaction from the start: no upgrade deadlocks).
+    pub fn begin(&self) -> rusqlite::Result<()> {
+        self.conn().execute_batch("BEGIN IMMEDIATE")
+    }
+
+    /// Commits the batch; only then may its messages be acknowledged.
+    pub fn commit(&self) -> rusqlite::Result<()> {
+        self.conn().execute_batch("COMMIT")
+    }
+
+    /// Abandons the batch. The memo of `above_since` may describe rolled-back windows: dropped.
+    pub fn rollback(&self) {
+        if let Err(e) = self.conn().execute_batch("ROLLBACK") {
+            warn!(error = %e, "Rolling back the store transaction failed");
+        }
+        self.above.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// Stores a reading. `false` when a reading of the same device and time is already stored.
+    pub fn insert_reading(&self, r: &Reading, received_ms: i64) -> rusqlite::Result<bool> {
+        let channels = channels_json(&r.channels);
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR IGNORE INTO readings (tenant, device, ts_ms, seq, received_ms, channels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        Ok(stmt.execute(params![r.tenant, r.device, r.ts_ms, r.seq, received_ms, channels])? == 1)
+    }
+
+    /// The newest `n` readings of a device, oldest first.
+    pub fn recent_readings(&self, tenant: &str, device: &str, n: usize) -> rusqlite::Result<Vec<Reading>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT ts_ms, seq, channels FROM readings WHERE tenant = ?1 AND device = ?2
+             ORDER BY ts_ms DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![tenant, device, n as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, String>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ts_ms, seq, channels) = row?;
+            match parse_channels(&channels) {
+                Some(channels) => out.push(Reading {
+                    tenant: tenant.to_string(),
+                    device: device.to_string(),
+                    ts_ms,
+                    seq,
+                    channels,
+                }),
+                None => warn!(tenant, device, ts_ms, "Stored reading has unreadable channels; skipped"),
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// End of the last window processed for a device.
+    pub fn last_window_ms(&self, tenant: &str, device: &str) -> rusqlite::Result<Option<i64>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT last_window_ms FROM devices WHERE tenant = ?1 AND device = ?2")?;
+        Ok(stmt.query_row(params![tenant, device], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten())
+    }
+
+    /// Records that the window of a device ending at `end_ms` was processed (with or without a
+    /// prediction: a window a plugin failed on is not retried).
+    pub fn record_window(
+        &self,
+        tenant: &str,
+        device: &str,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO devices (tenant, device, last_window_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, device) DO UPDATE SET
+               last_window_ms = max(coalesce(last_window_ms, excluded.last_window_ms), excluded.last_window_ms),
+               last_seen_ms = excluded.last_seen_ms",
+        )?;
+        stmt.execute(params![tenant, device, end_ms, now_ms])?;
+        Ok(())
+    }
+
+    /// Stores a prediction and its alerts (a repeated window replaces nothing).
+    pub fn insert_outcome(&self, o: &OutcomeRow<'_>, now_ms: i64) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let versions = serde_json::to_string(o.versions).unwrap_or_default();
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO predictions (tenant, device, ts_ms, start_ms, probability, is_failure,
+               model, versions, contributions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            o.tenant,
+            o.device,
+            o.end_ms,
+            o.start_ms,
+            o.probability as f64,
+            o.is_failure,
+            o.model,
+            versions,
+            o.contributions_json,
+            now_ms
+        ])?;
+        let mut alert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO alerts (tenant, device, ts_ms, idx, severity, subject, body, probability)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (i, a) in o.alerts.iter().enumerate() {
+            alert.execute(params![
+                o.tenant,
+                o.device,
+                o.end_ms,
+                i as i64,
+                severity_str(a.severity),
+                a.subject,
+                a.body,
+                o.probability as f64
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Queues a message for a sink.
+    pub fn enqueue(&self, sink: Sink, target: &str, payload: &[u8], now_ms: i64) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO outbox (sink, target, payload, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![sink.as_str(), target, payload, now_ms])?;
+        Ok(())
+    }
+
+    /// Up to `limit` messages due at `now_ms`, oldest first.
+    pub fn outbox_due(&self, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<OutboxItem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, sink, target, payload, attempts FROM outbox WHERE next_ms <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, u32>(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, sink, target, payload, attempts) = row?;
+            match Sink::parse(&sink) {
+                Some(sink) => out.push(OutboxItem { id, sink, target, payload, attempts }),
+                None => warn!(id, sink, "Outbox message for an unknown sink; left in place"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered messages.
+    pub fn outbox_delivered(&self, ids: &[i64]) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Records a failed attempt; the message is due again at `next_ms`.
+    pub fn outbox_failed(&self, ids: &[i64], error: &str, next_ms: i64) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_ms = ?2, last_error = ?3 WHERE id = ?1",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, next_ms, error])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn outbox_depth(&self) -> rusqlite::Result<u64> {
+        self.conn().query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+    }
+
+    /// Registry metadata of a device, e.g. `[("model", "W22 15 kW"), ("site", "Plant A")]`.
+    pub fn asset(&self, tenant: &str, device: &str) -> rusqlite::Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT attributes FROM assets WHERE tenant = ?1 AND device = ?2")?;
+        let json: Option<String> = stmt.query_row(params![tenant, device], |r| r.get(0)).optional()?;
+        Ok(json.as_deref().map(parse_attributes).unwrap_or_default())
+    }
+
+    /// Replaces the registry metadata of a device.
+    pub fn upsert_asset(
+        &self,
+        tenant: &str,
+        device: &str,
+        attributes: &[(String, String)],
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO assets (tenant, device, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, device) DO UPDATE SET attributes = excluded.attributes,
+               updated_ms = excluded.updated_ms",
+        )?
+        .execute(params![tenant, device, serde_json::Value::Object(map).to_string(), now_ms])?;
+        Ok(())
+    }
+
+    /// Deletes readings, features, predictions and alerts older than `before_ms`. Returns the
+    /// rows deleted. The outbox is never trimmed by age: undelivered means undelivered.
+    pub fn purge_before(&self, before_ms: i64) -> rusqlite::Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        for table in ["readings", "features", "predictions", "alerts"] {
+            n += tx.execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [before_ms])? as u64;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Row counts of the main tables.
+    pub fn counts(&self) -> rusqlite::Result<Counts> {
+        let conn = self.conn();
+        let count = |table: &str| -> rusqlite::Result<u64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        };
+        Ok(Counts {
+            readings: count("readings")?,
+            windows: count("features")?,
+            predictions: count("predictions")?,
+            alerts: count("alerts")?,
+            outbox: count("outbox")?,
+        })
+    }
+
+    /// Predictions of a device (or of every device when `device` is `None`), oldest first.
+    pub fn predictions(&self, tenant: &str, device: Option<&str>) -> rusqlite::Result<Vec<StoredPrediction>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT device, ts_ms, probability, is_failure, model FROM predictions
+             WHERE tenant = ?1 AND (?2 IS NULL OR device = ?2) ORDER BY ts_ms, device",
+        )?;
+        let rows = stmt.query_map(params![tenant, device], |r| {
+            Ok(StoredPrediction {
+                tenant: tenant.to_string(),
+                device: r.get(0)?,
+                ts_ms: r.get(1)?,
+                probability: r.get(2)?,
+                is_failure: r.get(3)?,
+                model: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    fn feature_path(feature: &str) -> String {
+        // A JSON path selecting one key, whatever characters it holds.
+        format!("$.{}", serde_json::Value::String(feature.to_string()))
+    }
+
+    fn above_since_sql(
+        conn: &Connection,
+        tenant: &str,
+        device: &str,
+        feature: &str,
+        threshold: f64,
+        memo: Option<&AboveMemo>,
+    ) -> rusqlite::Result<AboveMemo> {
+        let path = Self::feature_path(feature);
+        match memo {
+            // Continue from the memo with the windows recorded since, oldest first.
+            Some(m) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT ts_ms, json_extract(features, ?4) FROM features
+                     WHERE tenant = ?1 AND device = ?2 AND ts_ms > ?3 ORDER BY ts_ms",
+                )?;
+                let mut rows = stmt.query(params![tenant, device, m.through_ms, path])?;
+                let mut next = AboveMemo { through_ms: m.through_ms, since: m.since };
+                while let Some(row) = rows.next()? {
+                    let ts: i64 = row.get(0)?;
+                    let v: Option<f64> = row.get(1)?;
+                    next.since =
+                        if v.is_some_and(|v| v > threshold) { next.since.or(Some(ts)) } else { None };
+                    next.through_ms = ts;
+                }
+                Ok(next)
+            }
+            // From scratch: the newest window at or below the threshold bounds the current run.
+            None => {
+                let newest: Option<i64> = conn
+                    .prepare_cached("SELECT max(ts_ms) FROM features WHERE tenant = ?1 AND device = ?2")?
+                    .query_row(params![tenant, device], |r| r.get(0))?;
+                let Some(newest) = newest else {
+                    return Ok(AboveMemo { through_ms: i64::MIN, since: None });
+                };
+                let last_not_above: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT ts_ms FROM features WHERE tenant = ?1 AND device = ?2
+                         AND NOT coalesce(json_extract(features, ?3) > ?4, 0) ORDER BY ts_ms DESC LIMIT 1",
+                    )?
+                    .query_row(params![tenant, device, path, threshold], |r| r.get(0))
+                    .optional()?;
+                let since: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT min(ts_ms) FROM features WHERE tenant = ?1 AND device = ?2 AND ts_ms > ?3",
+                    )?
+                    .query_row(params![tenant, device, last_not_above.unwrap_or(i64::MIN)], |r| r.get(0))?;
+                Ok(AboveMemo { through_ms: newest, since })
+            }
+        }
+    }
+
+    fn log_error<T: Default>(what: &str, r: rusqlite::Result<T>) -> T {
+        r.unwrap_or_else(|e| {
+            warn!(error = %e, "History query ({what}) failed; answering as if there were no history");
+            T::default()
+        })
+    }
+}
+
+impl History for SqliteStore {
+    fn record_features(&self, tenant: &str, device: &str, ts_ms: i64, features: &Features) {
+        let json = features_json(features);
+        let result = {
+            let conn = self.conn();
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO features (tenant, device, ts_ms, features) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![tenant, device, ts_ms, json]))
+        };
+        if let Err(e) = result {
+            warn!(tenant, device, ts_ms, error = %e, "Storing features failed");
+        }
+        // A window older than a memo's end changes that run: forget the device's memos.
+        let mut above = self.above.lock().unwrap_or_else(PoisonError::into_inner);
+        above.retain(|k, m| !(k.tenant == tenant && k.device == device && ts_ms <= m.through_ms));
+    }
+
+    fn record_alert(&self, _tenant: &str, _device: &str, _ts_ms: i64) {
+        // Alerts are stored with their prediction by `insert_outcome`, in the same transaction.
+    }
+
+    fn above_since(&self, tenant: &str, device: &str, feature: &str, threshold: f64) -> Option<i64> {
+        let key = AboveKey {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            feature: feature.to_string(),
+            threshold: threshold.to_bits(),
+        };
+        let mut above = self.above.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.conn();
+        match Self::above_since_sql(&conn, tenant, device, feature, threshold, above.get(&key)) {
+            Ok(memo) => {
+                let since = memo.since;
+                if above.len() > 100_000 {
+                    above.clear();
+                }
+                above.insert(key, memo);
+                since
+            }
+            Err(e) => {
+                warn!(error = %e, "History query (above-since) failed; answering none");
+                None
+            }
+        }
+    }
+
+    fn mean(&self, tenant: &str, device: &str, feature: &str, from_ms: i64, to_ms: i64) -> Option<f64> {
+        let conn = self.conn();
+        let r = conn
+            .prepare_cached(
+                "SELECT avg(json_extract(features, ?3)) FROM features
+                 WHERE tenant = ?1 AND device = ?2 AND ts_ms BETWEEN ?4 AND ?5",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![tenant, device, Self::feature_path(feature), from_ms, to_ms], |r| {
+                    r.get::<_, Option<f64>>(0)
+                })
+            });
+        Self::log_error("mean", r)
+    }
+
+    fn last_alert_ms(&self, tenant: &str, device: &str) -> Option<i64> {
+        let conn = self.conn();
+        let r = conn
+            .prepare_cached("SELECT max(ts_ms) FROM alerts WHERE tenant = ?1 AND device = ?2")
+            .and_then(|mut s| s.query_row(params![tenant, device], |r| r.get::<_, Option<i64>>(0)));
+        Self::log_error("last-alert-ms", r)
+    }
+}
+
+fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+/// `{"current":12.1,"vibration":[0.1,...]}`. Non-finite values cannot occur (decoding rejects
+/// them) and would be written as `null`.
+pub fn channels_json(channels: &[(String, Samples)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = channels
+        .iter()
+        .map(|(name, s)| {
+            let v = match s {
+                Samples::Scalar(x) => serde_json::Value::from(*x),
+                Samples::Burst(xs) => serde_json::Value::Array(xs.iter().map(|&x| x.into()).collect()),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn parse_channels(json: &str) -> Option<Vec<(String, Samples)>> {
+    let serde_json::Value::Object(map) = serde_json::from_str(json).ok()? else { return None };
+    let mut out = Vec::with_capacity(map.len());
+    for (name, v) in map {
+        let s = match v {
+            serde_json::Value::Number(n) => Samples::Scalar(n.as_f64()? as f32),
+            serde_json::Value::Array(xs) => {
+                Samples::Burst(xs.iter().map(|x| x.as_f64().map(|x| x as f32)).collect::<Option<_>>()?)
+            }
+            _ => return None,
+        };
+        out.push((name, s));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
+
+fn features_json(f: &Features) -> String {
+    let map: serde_json::Map<String, serde_json::Value> =
+        f.names.iter().zip(&f.values).map(|(n, &v)| (n.clone(), serde_json::Value::from(v))).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn parse_attributes(json: &str) -> Vec<(String, String)> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("edgepm.db"), Durability::Normal).expect("open");
+        (dir, s)
+    }
+
+    fn features(rms: f32) -> Features {
+        Features { names: vec!["vibration_rms".into(), "x".into()], values: vec![rms, 0.0] }
+    }
+
+    #[test]
+    fn readings_are_idempotent_and_round_trip() {
+        let (_d, s) = store();
+        let r = Reading {
+            tenant: "acme".into(),
+            device: "M1".into(),
+            ts_ms: 1000,
+            seq: Some(7),
+            channels: vec![
+                ("temperature".into(), Samples::Scalar(61.5)),
+                ("vibration".into(), Samples::Burst(vec![0.25, -1.5])),
+            ],
+        };
+        assert!(s.insert_reading(&r, 1).expect("insert"));
+        assert!(!s.insert_reading(&r, 2).expect("again"), "redelivery is a no-op");
+        assert_eq!(s.recent_readings("acme", "M1", 10).expect("read"), vec![r]);
+        assert_eq!(s.counts().expect("counts").readings, 1);
+    }
+
+    #[test]
+    fn above_since_and_mean_follow_the_stored_windows() {
+        let (_d, s) = store();
+        let h: &dyn History = &s;
+        for (ts, v) in [(1, 1.0), (2, 5.0), (3, 6.0)] {
+            h.record_features("t", "d", ts, &features(v));
+        }
+        assert_eq!(h.above_since("t", "d", "vibration_rms", 4.5), Some(2));
+        h.record_features("t", "d", 4, &features(7.0));
+        assert_eq!(h.above_since("t", "d", "vibration_rms", 4.5), Some(2), "run continues (memo)");
+        h.record_features("t", "d", 5, &features(1.0));
+        assert_eq!(h.above_since("t", "d", "vibration_rms", 4.5), None, "run broken");
+        h.record_features("t", "d", 6, &features(9.0));
+        assert_eq!(h.above_since("t", "d", "vibration_rms", 4.5), Some(6));
+        // A late window inside the run invalidates the memo and is taken into account.
+        h.record_features("t", "d", 5, &features(8.0));
+        assert_eq!(h.above_since("t", "d", "vibration_rms", 4.5), Some(2));
+        assert_eq!(h.above_since("t", "d", "missing", 0.0), None);
+        assert_eq!(h.mean("t", "d", "vibration_rms", 1, 3), Some(4.0));
+        assert_eq!(h.mean("t", "other", "vibration_rms", 1, 3), None);
+    }
+
+    #[test]
+    fn outbox_delivers_and_retries() {
+        let (_d, s) = store();
+        s.enqueue(Sink::Mqtt, "a/b", b"1", 0).expect("enqueue");
+        s.enqueue(Sink::Email, "x.eml", b"2", 0).expect("enqueue");
+        let due = s.outbox_due(10, 10).expect("due");
+        assert_eq!(due.iter().map(|i| i.sink).collect::<Vec<_>>(), vec![Sink::Mqtt, Sink::Email]);
+        s.outbox_failed(&[due[0].id], "broker down", 100).expect("failed");
+        s.outbox_delivered(&[due[1].id]).expect("delivered");
+        assert!(s.outbox_due(10, 10).expect("due").is_empty(), "retry waits for its time");
+        let again = s.outbox_due(100, 10).expect("due");
+        assert_eq!((again.len(), again[0].attempts), (1, 1));
+        assert_eq!(s.outbox_depth().expect("depth"), 1);
+    }
+}

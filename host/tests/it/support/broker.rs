@@ -1,0 +1,366 @@
+//! A real mosquitto on a free loopback port, the `edgepm run` binary as a child process, and
+//! mosquitto_pub / mosquitto_sub. `scripts/test.sh` installs mosquitto; without it these tests
+//! fail with a message saying so (they never pass by skipping).
+
+use super::{BEARING_FEATURES, MODEL_SCORE, THRESHOLD_POLICY, wait_until};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn require(tool: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin"]) {
+        let p = Path::new(dir).join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{tool} is not installed: scripts/test.sh installs mosquitto and mosquitto-clients");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A mosquitto broker that queues without limit for persistent sessions.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// Starts mosquitto with `extra` appended to its configuration (e.g. a TLS listener).
+    pub fn start_with(extra: &str) -> Mosquitto {
+        let bin = require("mosquitto");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 100\n{extra}"
+            ),
+        )
+        .expect("conf");
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting mosquitto");
+        let up =
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(
+            up.is_some(),
+            "mosquitto did not listen on {port}: {}",
+            std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default()
+        );
+        Mosquitto { port, child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        Publisher { port: self.port }.publish_lines(topic, lines);
+    }
+
+    pub fn publish_file(&self, topic: &str, file: &Path) {
+        Publisher { port: self.port }.publish_file(topic, file);
+    }
+}
+
+/// mosquitto_pub against a broker port (usable from another thread).
+#[derive(Clone, Copy)]
+pub struct Publisher {
+    pub port: u16,
+}
+
+impl Publisher {
+    /// Publishes each line of `lines` as one QoS 1 message on `topic` (mosquitto_pub -l); returns
+    /// once the broker acknowledged all of them.
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        let mut child = Command::new(require("mosquitto_pub"))
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-q", "1", "-t", topic, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub");
+        {
+            let mut stdin = child.stdin.take().expect("stdin");
+            for l in lines {
+                stdin.write_all(l.as_bytes()).expect("write");
+                stdin.write_all(b"\n").expect("write");
+            }
+        }
+        assert!(child.wait().expect("mosquitto_pub").success(), "mosquitto_pub failed");
+    }
+
+    /// Publishes the bytes of a file as one QoS 1 message (mosquitto_pub -f).
+    pub fn publish_file(&self, topic: &str, file: &Path) {
+        let status = Command::new(require("mosquitto_pub"))
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-q", "1", "-t", topic, "-f"])
+            .arg(file)
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub -f failed");
+    }
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto_sub -v` on `filters`; read what arrived with [`Subscriber::messages`].
+    pub fn subscribe(&self, filters: &[&str]) -> Subscriber {
+        let out = tempfile::NamedTempFile::new().expect("file");
+        let mut cmd = Command::new(require("mosquitto_sub"));
+        cmd.args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-q", "1", "-v"]);
+        for f in filters {
+            cmd.args(["-t", f]);
+        }
+        let child = cmd.stdout(out.reopen().expect("reopen")).spawn().expect("mosquitto_sub");
+        // mosquitto_sub has no "subscribed" signal; the broker takes well under this.
+        std::thread::sleep(Duration::from_millis(300));
+        Subscriber { child, out }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Subscriber {
+    child: Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Subscriber {
+    /// `(topic, payload)` of every message received so far.
+    pub fn messages(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.out.path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(t, p)| (t.to_string(), p.to_string())))
+            .collect()
+    }
+
+    /// Waits until `cond` holds on the messages received.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        cond: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        wait_until(limit, || cond(&self.messages()));
+        self.messages()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data folder with tenant `tenant` deployed (the reference plugins, `tenant_toml`) and the
+/// baseline model as `default`.
+pub fn data_dir_with_tenant(root: &Path, tenant: &str, tenant_toml: &str) -> PathBuf {
+    let data = root.join("data");
+    let t = data.join("plugins").join(tenant);
+    std::fs::create_dir_all(&t).expect("tenant folder");
+    for (file, src) in [
+        ("preprocess.wasm", BEARING_FEATURES),
+        ("score.wasm", MODEL_SCORE),
+        ("policy.wasm", THRESHOLD_POLICY),
+    ] {
+        std::fs::copy(src, t.join(file)).expect("deploy plugin");
+    }
+    std::fs::write(t.join("tenant.toml"), tenant_toml).expect("tenant.toml");
+    edgepm::model::baseline::write(&data.join("models"), "default").expect("baseline model");
+    data
+}
+
+/// `edgepm run` as a child process.
+pub struct HostProcess {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub data: PathBuf,
+}
+
+impl HostProcess {
+    /// Writes `<root>/edgepm.toml` for `data` and the broker at `url` (plus `extra` TOML
+    /// appended) and starts the host; returns once it subscribed.
+    pub fn start(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
+        let config = root.join("edgepm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\nwatch_plugins = false\n[mqtt]\nurl = {url:?}\nclient_id = \"edgepm-it\"\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n{extra}"
+            ),
+        )
+        .expect("config");
+        let mut h = HostProcess { child: None, config, log: root.join("host.log"), data: data.to_path_buf() };
+        h.restart();
+        h
+    }
+
+    /// Starts the host again with the same configuration and data (appending to the log).
+    pub fn restart(&mut self) {
+        let before = self.log_text().matches("Subscribed").count();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,cranelift=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting edgepm run");
+        self.child = Some(child);
+        let subscribed = wait_until(Duration::from_secs(60), || {
+            self.log_text().matches("Subscribed").count() >= before + 2 || self.exited()
+        });
+        assert!(
+            subscribed.is_some() && !self.exited(),
+            "the host did not subscribe; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path. Panics when it does not exit 0.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child process id.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().expect("wait");
+            assert!(status.success(), "edgepm run exited with {status}; log:\n{}", self.log_text());
+        }
+    }
+
+    pub fn store(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(self.data.join("edgepm.db")).expect("open store");
+        c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+        c
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.store().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A throw-away CA with a server certificate for 127.0.0.1 and a client certificate, made with
+/// the openssl command line.
+pub struct Certificates {
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Certificates {
+    pub fn generate() -> Certificates {
+        let openssl = require("openssl");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=edgepm test CA"],
+        ]
+        .concat());
+        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        for who in ["server", "client"] {
+            let (key, csr, pem, ext) =
+                (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"));
+            run(&[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN=edgepm-{who}")],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        // mosquitto started as root drops to its own user before reading the certificates.
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            let _ = std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644));
+        }
+        Certificates {
+            ca: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            client_cert: d.join("client.pem"),
+            client_key: d.join("client.key"),
+            _dir: dir,
+        }
+    }
+
+    /// A mosquitto listener on `port` that requires a client certificate signed by the CA.
+    pub fn mosquitto_listener(&self, port: u16) -> String {
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            self.ca.display(),
+            self.server_cert.display(),
+            self.server_key.display()
+        )
+    }
+}

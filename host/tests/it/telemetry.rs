@@ -1,0 +1,330 @@
+//! The telemetry path end to end, through a real mosquitto and the `edgepm` binary: readings in
+//! with mosquitto_pub, predictions, alerts and dead letters out (seen with mosquitto_sub and in
+//! the files), the SQLite store checked directly, the process killed with SIGKILL.
+
+use crate::support::broker::{HostProcess, Mosquitto, data_dir_with_tenant};
+use crate::support::wait_until;
+use edgepm::sim::{Degradation, Motor};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Windows of 4 readings, one per reading: a handful of messages gives predictions.
+const TENANT_TOML: &str = "threshold = 0.8\nmodel = \"default\"\nhop = 1\n\
+    [alerts]\nemail = [\"maint@plant.example\"]\n[settings]\nwindow_size = 4\nlanguage = \"pt\"\n";
+
+fn now_ms() -> i64 {
+    edgepm::outbox::now_ms()
+}
+
+/// `n` canonical payloads of a motor, one per 100 ms ending a minute ago: a healthy one, or one
+/// whose bearing has failed.
+fn readings(device: &str, failing: bool, n: usize, seed: u64) -> Vec<String> {
+    let mut spec = edgepm::sim::fleet("acme", 1, 0, 0.0, 1.0, seed).remove(0).spec;
+    spec.device = device.to_string();
+    spec.degradation = failing.then_some(Degradation { onset_s: 0.0, failure_s: 1.0 });
+    let mut m = Motor::new(spec);
+    let start = now_ms() - 60_000 - n as i64 * 100;
+    (0..n)
+        .map(|i| {
+            let (_, p) = m.payload(start + i as i64 * 100, 10.0, 64);
+            String::from_utf8(p).expect("utf-8")
+        })
+        .collect()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let sub = broker.subscribe(&["edgepm/acme/+/prediction", "edgepm/acme/+/alert"]);
+
+    let healthy = readings("MTR-001", false, 4, 1);
+    let failing = readings("MTR-042", true, 4, 2);
+    broker.publish_lines("edgepm/acme/MTR-001/telemetry", &healthy);
+    broker.publish_lines("edgepm/acme/MTR-042/telemetry", &failing);
+
+    let msgs = sub.wait_for(Duration::from_secs(30), |m| {
+        m.iter().filter(|(t, _)| t.ends_with("/prediction")).count() >= 2
+            && m.iter().any(|(t, _)| t.ends_with("/alert"))
+    });
+    let find = |topic: &str| -> Vec<Value> {
+        msgs.iter().filter(|(t, _)| t == topic).map(|(_, p)| json(p)).collect()
+    };
+    let ok = find("edgepm/acme/MTR-001/prediction");
+    let bad = find("edgepm/acme/MTR-042/prediction");
+    assert_eq!((ok.len(), bad.len()), (1, 1), "one prediction per window: {msgs:?}");
+    let last_ts = json(&failing[3])["ts"].as_i64().expect("ts");
+    assert_eq!(bad[0]["timestamp"], edgepm::outbox::messages::rfc3339(last_ts));
+    assert_eq!(bad[0]["is_failure"], true);
+    assert!(bad[0]["probability"].as_f64().expect("p") > 0.8, "{}", bad[0]);
+    assert_eq!(ok[0]["is_failure"], false);
+    assert!(ok[0]["probability"].as_f64().expect("p") < 0.5, "{}", ok[0]);
+    for p in [&ok[0], &bad[0]] {
+        assert_eq!(p["tenant"], "acme");
+        assert!(p["versions"]["preprocess"].as_str().is_some_and(|v| v.len() == 12), "{p}");
+        // The baseline runs on tract, which cannot explain a graph: the list is there, empty.
+        assert!(p["contributions"].as_array().is_some(), "{p}");
+        assert_eq!(p["window"]["readings"], 4);
+    }
+    let alerts = find("edgepm/acme/MTR-042/alert");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["subject"], "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042");
+    assert!(find("edgepm/acme/MTR-001/alert").is_empty(), "no alert below the threshold");
+
+    // The e-mail file and the message log.
+    let emails = data.join("logs/alert_emails");
+    let found = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&emails).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0) == 1
+    });
+    assert!(found.is_some(), "one alert e-mail file in {}", emails.display());
+    let file = std::fs::read_dir(&emails).expect("dir").filter_map(Result::ok).next().expect("file").path();
+    let email = std::fs::read_to_string(&file).expect("e-mail");
+    assert!(email.contains("\r\nTo: maint@plant.example\r\n"), "{email}");
+    assert!(email.contains("\r\nSubject: =?UTF-8?B?"), "RFC 2047 subject: {email}");
+    assert!(email.contains("X-Edgepm-Device: MTR-042"), "{email}");
+    assert!(email.contains("Probabilidade de falha"), "{email}");
+    let log = std::fs::read_to_string(data.join("logs/mqtt_messages.jsonl")).expect("message log");
+    assert!(log.lines().any(|l| json(l)["topic"] == "edgepm/acme/MTR-042/alert"), "{log}");
+
+    let store_counts = (
+        host.count("SELECT count(*) FROM readings"),
+        host.count("SELECT count(*) FROM predictions"),
+        host.count("SELECT count(*) FROM alerts"),
+    );
+    assert_eq!(store_counts, (8, 2, 1));
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn redelivered_readings_create_no_second_reading_window_or_prediction() {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let sub = broker.subscribe(&["edgepm/acme/+/prediction"]);
+    let r = readings("M1", false, 5, 3);
+    let topic = "edgepm/acme/M1/telemetry";
+    // The first window's last reading twice, then the whole window again.
+    let mut lines = r[..4].to_vec();
+    lines.push(r[3].clone());
+    lines.extend(r[..4].iter().cloned());
+    broker.publish_lines(topic, &lines);
+    let first = wait_until(Duration::from_secs(20), || host.count("SELECT count(*) FROM predictions") >= 1);
+    assert!(first.is_some(), "the first window was scored");
+    // After a restart the window state comes back from the store: the window again changes
+    // nothing, and the fifth reading makes exactly the next window (4 readings, hop 1).
+    host.stop();
+    host.restart();
+    let mut lines = r[..4].to_vec();
+    lines.push(r[4].clone());
+    broker.publish_lines(topic, &lines);
+    let t = wait_until(Duration::from_secs(20), || {
+        host.count("SELECT count(*) FROM readings") == 5
+            && host.count("SELECT count(*) FROM predictions") == 2
+    });
+    assert!(t.is_some(), "readings {}", host.count("SELECT count(*) FROM readings"));
+    // Messages are processed in order: once the fifth reading is scored, every duplicate before
+    // it has been handled.
+    assert_eq!(host.count("SELECT count(*) FROM features"), 2, "two windows");
+    assert_eq!(host.count("SELECT count(*) FROM predictions"), 2);
+    let published = sub.wait_for(Duration::from_secs(10), |m| m.len() >= 2);
+    assert_eq!(published.len(), 2, "one prediction message per window: {published:?}");
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let sub = broker.subscribe(&["edgepm/+/deadletter"]);
+    let now = now_ms();
+    let huge: Vec<String> = (0..5000).map(|i| format!("{}", i % 7)).collect();
+    let garbage: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let ok_topic = "edgepm/acme/M1/telemetry";
+    let corpus: Vec<(&str, Vec<u8>, &str)> = vec![
+        (ok_topic, format!("{{\"ts\": {now}, \"vibration\": [0.1, 0.2").into_bytes(), "malformed"),
+        (ok_topic, format!("{{\"ts\": {now}, \"vibration\": \"loud\"}}").into_bytes(), "bad_channel"),
+        (ok_topic, b"{\"ts\": true, \"vibration\": 1}".to_vec(), "bad_timestamp"),
+        (ok_topic, format!("{{\"ts\": {now}, \"vibration\": [NaN]}}").into_bytes(), "malformed"),
+        (ok_topic, format!("{{\"ts\": {now}, \"temperature\": -1e39}}").into_bytes(), "not_finite"),
+        (
+            ok_topic,
+            format!("{{\"ts\": {now}, \"vibration\": [{}]}}", huge.join(",")).into_bytes(),
+            "too_many_values",
+        ),
+        (
+            ok_topic,
+            format!("{{\"ts\": {}, \"vibration\": [{}]}}", now, huge[..4097].join(",")).into_bytes(),
+            "too_many_values",
+        ),
+        (
+            ok_topic,
+            format!("{{\"ts\": {}, \"current\": 1}}", now + 86_400_000).into_bytes(),
+            "future_timestamp",
+        ),
+        (
+            ok_topic,
+            format!("{{\"ts\": {}, \"current\": 1}}", now - 30 * 86_400_000).into_bytes(),
+            "stale_timestamp",
+        ),
+        (ok_topic, b"{\"ts\": \"yesterday\", \"current\": 1}".to_vec(), "bad_timestamp"),
+        (ok_topic, b"[1, 2, 3]".to_vec(), "malformed"),
+        (
+            ok_topic,
+            format!("{{\"ts\": {now}, \"tenant\": \"other\", \"current\": 1}}").into_bytes(),
+            "topic_mismatch",
+        ),
+        (
+            "edgepm/ghost/M1/telemetry",
+            format!("{{\"ts\": {now}, \"current\": 1}}").into_bytes(),
+            "unknown_tenant",
+        ),
+        (ok_topic, garbage, "too_large"),
+        (ok_topic, vec![0xff, 0xfe, 0x00, 0x7b], "malformed"),
+    ];
+    let good = readings("M1", false, corpus.len() + 1, 4);
+    let file = root.path().join("payload");
+    for (i, (topic, payload, _)) in corpus.iter().enumerate() {
+        broker.publish_lines(ok_topic, &good[i..=i]);
+        std::fs::write(&file, payload).expect("payload");
+        broker.publish_file(topic, &file);
+    }
+    broker.publish_lines(ok_topic, &good[corpus.len()..]);
+
+    let letters = sub.wait_for(Duration::from_secs(30), |m| m.len() >= corpus.len());
+    assert_eq!(letters.len(), corpus.len(), "one dead letter per bad message: {letters:#?}");
+    for ((topic, payload, reason), (dl_topic, letter)) in corpus.iter().zip(&letters) {
+        let v = json(letter);
+        assert_eq!(v["reason"], *reason, "{topic}: {v}");
+        assert_eq!(v["payload_bytes"], payload.len(), "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        let tenant = topic.split('/').nth(1).expect("tenant");
+        assert_eq!(dl_topic, &format!("edgepm/{tenant}/deadletter"));
+    }
+    let stored = wait_until(Duration::from_secs(20), || {
+        host.count("SELECT count(*) FROM readings") == good.len() as i64
+            && host.count("SELECT count(*) FROM predictions") == (good.len() - 3) as i64
+    });
+    assert!(
+        stored.is_some(),
+        "every good reading stored ({}) and scored ({})",
+        host.count("SELECT count(*) FROM readings"),
+        host.count("SELECT count(*) FROM predictions")
+    );
+    assert!(!host.log_text().contains("panicked"), "{}", host.log_text());
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn a_host_killed_mid_stream_loses_no_acknowledged_reading() {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let toml = "threshold = 0.8\nmodel = \"default\"\nhop = 4\n[settings]\nwindow_size = 8\n";
+    let data = data_dir_with_tenant(root.path(), "acme", toml);
+    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    const DEVICES: usize = 10;
+    const PER_DEVICE: usize = 300;
+    let streams: Vec<Vec<String>> =
+        (0..DEVICES).map(|d| readings(&format!("M{d}"), d == 0, PER_DEVICE, 10 + d as u64)).collect();
+    let port = broker.port;
+    // Publish in rounds so the stream is still running when the host is killed; mosquitto_pub
+    // returns only when the broker acknowledged every message of a round.
+    let publisher = std::thread::spawn(move || {
+        let broker = crate::support::broker::Publisher { port };
+        for round in 0..PER_DEVICE / 20 {
+            for (d, s) in streams.iter().enumerate() {
+                broker
+                    .publish_lines(&format!("edgepm/acme/M{d}/telemetry"), &s[round * 20..(round + 1) * 20]);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let midway = wait_until(Duration::from_secs(60), || host.count("SELECT count(*) FROM readings") >= 800);
+    assert!(midway.is_some(), "the host stored readings before the kill");
+    host.kill9();
+    let at_kill = host.count("SELECT count(*) FROM readings");
+    std::thread::sleep(Duration::from_millis(500));
+    host.restart();
+    publisher.join().expect("publisher");
+    let total = (DEVICES * PER_DEVICE) as i64;
+    let done = wait_until(Duration::from_secs(120), || host.count("SELECT count(*) FROM readings") == total);
+    assert!(
+        done.is_some(),
+        "every acknowledged reading stored: {} of {total} (killed at {at_kill})",
+        host.count("SELECT count(*) FROM readings")
+    );
+    assert!(at_kill < total, "the kill happened mid-stream ({at_kill} of {total} stored)");
+    // Windows of 8 every 4 readings: (300 − 8) / 4 + 1 = 74 per device, each scored once.
+    let expected = (DEVICES * ((PER_DEVICE - 8) / 4 + 1)) as i64;
+    wait_until(Duration::from_secs(30), || host.count("SELECT count(*) FROM predictions") == expected);
+    assert_eq!(host.count("SELECT count(*) FROM predictions"), expected, "one prediction per window");
+    assert_eq!(host.count("SELECT count(*) FROM features"), expected);
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn the_host_connects_with_mutual_tls() {
+    let certs = crate::support::broker::Certificates::generate();
+    let tls_port = crate::support::broker::free_port();
+    let broker = Mosquitto::start_with(&certs.mosquitto_listener(tls_port));
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let extra = format!(
+        "[mqtt.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        certs.ca, certs.client_cert, certs.client_key
+    );
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    // The [mqtt] table is written by HostProcess; TLS files follow as its sub-table.
+    let mut host = HostProcess::start(root.path(), &data, &url, &extra);
+    broker.publish_lines("edgepm/acme/M1/telemetry", &readings("M1", false, 4, 5));
+    let scored = wait_until(Duration::from_secs(20), || host.count("SELECT count(*) FROM predictions") == 1);
+    assert!(scored.is_some(), "a reading over the plain listener reached the host over mTLS");
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("demo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["demo", "--duration", "30", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("edgepm demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("predictions"), "{stdout}");
+    let db = rusqlite::Connection::open(data.join("edgepm.db")).expect("store");
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect("query") };
+    assert!(count("SELECT count(*) FROM predictions") > 50, "{stdout}");
+    assert!(
+        count("SELECT count(*) FROM predictions WHERE device = 'MTR-001' AND is_failure") > 0,
+        "{stdout}"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM predictions WHERE device <> 'MTR-001' AND is_failure"),
+        0,
+        "{stdout}"
+    );
+    let emails: Vec<_> =
+        std::fs::read_dir(data.join("logs/alert_emails")).expect("e-mails").filter_map(Result::ok).collect();
+    assert!(!emails.is_empty(), "an alert e-mail for the failing motor\n{stdout}");
+    assert!(emails.iter().all(|e| e.file_name().to_string_lossy().contains("MTR-001")), "{stdout}");
+    let log = std::fs::read_to_string(data.join("logs/mqtt_messages.jsonl")).expect("message log");
+    assert!(log.lines().count() as i64 >= count("SELECT count(*) FROM predictions"), "{stdout}");
+}
