@@ -18,6 +18,8 @@
 //! - [`service`]: the running host (`edgepm run`), wired from one configuration file.
 //! - [`sim`]: simulated motors with bearing wear (`edgepm simulate`, the demo, training data).
 //! - [`demo`]: `edgepm demo`, everything on one machine with an embedded broker.
+//! - [`replay`]: CSV rows through a tenant's pipeline (`edgepm replay`).
+//! - [`dataset`]: labelled training windows from the simulator's physics (`edgepm dataset`).
 //! - [`pipeline`]: one window through the three stages.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`api`]: HTTP liveness, readiness and metrics.
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dataset;
 pub mod demo;
 pub mod ingest;
 pub mod metrics;
@@ -33,6 +36,7 @@ pub mod model;
 pub mod outbox;
 pub mod pipeline;
 pub mod plugins;
+pub mod replay;
 pub mod service;
 pub mod sim;
 pub mod store;

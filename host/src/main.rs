@@ -43,6 +43,12 @@ enum Command {
     },
     /// Publish telemetry of simulated motors (bearing wear on the first --failing ones).
     Simulate(SimulateArgs),
+    /// Feed the rows of a CSV file as readings through a tenant's real pipeline (plugins, model,
+    /// policy) and write one prediction per window, with the id of the row that completed it.
+    Replay(ReplayArgs),
+    /// Write labelled training windows (CSV) from the simulator's physics, with the features the
+    /// bearing-features plugin computes; motors are split into train/validation/test.
+    Dataset(DatasetArgs),
     /// Everything on this machine: an embedded MQTT broker on a free port, the reference plugins
     /// as tenant "default", the baseline model, the host and simulated motors. Prints a summary.
     Demo(DemoArgs),
@@ -79,6 +85,58 @@ struct SimulateArgs {
     samples: usize,
     /// Random seed (the same seed gives the same motors).
     #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    folders: FolderArgs,
+    /// The tenant whose pipeline runs.
+    #[arg(long)]
+    tenant: String,
+    /// Input CSV (one reading per row, with a header).
+    #[arg(long)]
+    csv: PathBuf,
+    /// Output CSV: row_id, device, timestamp, probability, is_failure, model, alerts, top_feature.
+    #[arg(long)]
+    out: PathBuf,
+    /// Column naming the device.
+    #[arg(long, default_value = "Product ID")]
+    device_column: String,
+    /// Column identifying a row in the output.
+    #[arg(long, default_value = "UDI")]
+    id_column: String,
+    /// Column with each reading's time (epoch ms or RFC 3339); default: rows 1 s apart.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Columns dropped before the pipeline (labels), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "Machine failure,TWF,HDF,PWF,OSF,RNF,label")]
+    label_columns: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct DatasetArgs {
+    /// Output CSV file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of motors.
+    #[arg(long, default_value_t = 500)]
+    motors: usize,
+    /// Fraction of motors that run to failure (the others are observed for --observe-days).
+    #[arg(long, default_value_t = 0.6)]
+    failing_fraction: f64,
+    /// Label: the motor fails within this many hours after the window.
+    #[arg(long, default_value_t = 72.0)]
+    horizon_hours: f64,
+    /// Minutes between two windows of a motor.
+    #[arg(long, default_value_t = 60.0)]
+    interval_minutes: f64,
+    /// Days a motor that does not fail is observed.
+    #[arg(long, default_value_t = 20.0)]
+    observe_days: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
     seed: u64,
 }
 
@@ -130,6 +188,10 @@ enum PluginCommand {
     Export {
         /// Destination folder (created if missing).
         dir: PathBuf,
+        /// Which reference preprocessor to write as preprocess.wasm: bearing-features (vibration
+        /// motors, the default) or ai4i-features (AI4I 2020-style machining telemetry).
+        #[arg(long, default_value = "bearing-features")]
+        preprocess: String,
     },
 }
 
@@ -216,13 +278,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Plugin(PluginCommand::Export { dir }) => {
+        Command::Plugin(PluginCommand::Export { dir, preprocess }) => {
+            let pre = builtin::preprocessor(&preprocess).with_context(|| {
+                format!("no reference preprocessor {preprocess:?} (bearing-features, ai4i-features)")
+            })?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for stage in Stage::ALL {
                 let path = dir.join(stage.file_name());
-                std::fs::write(&path, builtin::bytes(stage))
-                    .with_context(|| format!("writing {}", path.display()))?;
-                println!("{} ({})", path.display(), builtin::source(stage));
+                let (bytes, source) = match stage {
+                    Stage::Preprocess => (pre, format!("reference:{preprocess}")),
+                    _ => (builtin::bytes(stage), builtin::source(stage).to_string()),
+                };
+                std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+                println!("{} ({source})", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -251,6 +319,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run_host(&config),
         Command::Simulate(args) => simulate(args),
         Command::Demo(args) => demo(args),
+        Command::Dataset(args) => dataset(args),
+        Command::Replay(args) => replay(args),
         Command::Model(ModelCommand::Baseline { models_dir, name }) => {
             let dir = edgepm::model::baseline::write(&models_dir, &name)
                 .with_context(|| format!("writing model {name} into {}", models_dir.display()))?;
@@ -377,6 +447,84 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::open(
+        args.folders.options(),
+        Arc::new(MemoryHistory::default()),
+        Arc::new(Metrics::new()),
+    )?;
+    let mut opts = edgepm::replay::ReplayOptions::new(&args.tenant);
+    opts.device_column = args.device_column;
+    opts.id_column = args.id_column;
+    opts.time_column = args.time_column;
+    opts.label_columns = args.label_columns;
+    let input = std::fs::File::open(&args.csv).with_context(|| format!("opening {}", args.csv.display()))?;
+    let output =
+        std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let s = edgepm::replay::replay(
+        &host,
+        &opts,
+        std::io::BufReader::new(input),
+        std::io::BufWriter::new(output),
+    )?;
+    println!(
+        "{}: {} rows, {} windows scored, {} flagged as failures, {} windows failed",
+        args.out.display(),
+        s.rows,
+        s.windows - s.errors,
+        s.failures,
+        s.errors
+    );
+    Ok(if s.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((0.0..=1.0).contains(&args.failing_fraction), "--failing-fraction must be within 0..=1");
+    anyhow::ensure!(args.interval_minutes > 0.0 && args.horizon_hours > 0.0, "intervals must be positive");
+    let opts = edgepm::dataset::DatasetOptions {
+        motors: args.motors,
+        failing_fraction: args.failing_fraction,
+        horizon_hours: args.horizon_hours,
+        interval_minutes: args.interval_minutes,
+        observe_days: args.observe_days,
+        seed: args.seed,
+        ..Default::default()
+    };
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = args.out.with_extension("csv.tmp");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let started = std::time::Instant::now();
+    let mut last_report = 0;
+    let summary = edgepm::dataset::generate(&opts, &mut out, |done, windows| {
+        let pct = done * 100 / opts.motors.max(1);
+        if pct >= last_report + 10 || done == opts.motors {
+            last_report = pct;
+            eprintln!(
+                "  {pct:3} %  {done}/{} motors, {windows} windows, {:.0} s",
+                opts.motors,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })?;
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, &args.out)?;
+    println!(
+        "{}: {} windows of {} motors ({} run to failure); {} positive ({:.1} % prevalence, horizon {} h)",
+        args.out.display(),
+        summary.windows,
+        summary.motors,
+        summary.failing_motors,
+        summary.positives,
+        100.0 * summary.positives as f64 / summary.windows.max(1) as f64,
+        args.horizon_hours
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
     anyhow::ensure!(
@@ -414,7 +562,11 @@ impl HttpServer {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = runtime.block_on(edgepm::api::serve(listener, host, shutdown)) {
+            if let Err(e) = runtime.block_on(edgepm::api::serve(
+                listener,
+                edgepm::api::ApiState { host, needs_mqtt: false },
+                shutdown,
+            )) {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         })?;

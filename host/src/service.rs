@@ -351,9 +351,9 @@ impl Service {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                let h = host.clone();
+                let state = crate::api::ApiState { host: host.clone(), needs_mqtt: true };
                 runtime.spawn(async move {
-                    if let Err(e) = crate::api::serve(listener, h, shutdown).await {
+                    if let Err(e) = crate::api::serve(listener, state, shutdown).await {
                         tracing::error!(error = %e, "HTTP server failed");
                     }
                 });

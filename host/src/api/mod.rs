@@ -4,7 +4,8 @@
 //!
 //! - `GET /healthz`: 200 while the process serves HTTP at all.
 //! - `GET /readyz`: 200 with the tenants and their plugin versions when at least one tenant is
-//!   served, 503 otherwise; always lists recent plugin rejections and quarantines.
+//!   served (and, under `edgepm run`, the MQTT ingest session is connected), 503 otherwise;
+//!   always lists recent plugin rejections and quarantines, and the outbox depth.
 //! - `GET /metrics`: Prometheus text format.
 
 use crate::plugins::{PluginEventKind, PluginHost};
@@ -21,29 +22,38 @@ use std::sync::Arc;
 /// Plugin events listed by `/readyz`.
 const EVENTS_SHOWN: usize = 20;
 
-/// The routes, over a plugin host.
-pub fn router(host: Arc<PluginHost>) -> Router {
+/// What the endpoints look at.
+#[derive(Clone)]
+pub struct ApiState {
+    pub host: Arc<PluginHost>,
+    /// Whether readiness requires the MQTT ingest session (true under `edgepm run`).
+    pub needs_mqtt: bool,
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(host)
+        .with_state(state)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    host: Arc<PluginHost>,
+    state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
-async fn metrics(State(host): State<Arc<PluginHost>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], host.metrics().encode())
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.host.metrics().encode())
 }
 
-async fn readyz(State(host): State<Arc<PluginHost>>) -> impl IntoResponse {
+async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let host = &state.host;
     let tenants: Vec<_> = host
         .tenant_names()
         .into_iter()
@@ -78,10 +88,14 @@ async fn readyz(State(host): State<Arc<PluginHost>>) -> impl IntoResponse {
             })
         })
         .collect();
-    let ready = !tenants.is_empty();
+    let telemetry = &host.metrics().telemetry;
+    let mqtt_connected = telemetry.mqtt_connected.get() == 1;
+    let ready = !tenants.is_empty() && (mqtt_connected || !state.needs_mqtt);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "ready": ready,
+        "mqtt_connected": state.needs_mqtt.then_some(mqtt_connected),
+        "outbox_depth": telemetry.outbox_depth.get(),
         "tenants": tenants,
         "rejected_versions": host.rejected_versions(),
         "recent_problems": events,

@@ -17,6 +17,7 @@ use crate::plugins::PluginHost;
 use crate::store::{OutcomeRow, Sink, SqliteStore};
 use crate::types::Window;
 use crate::windows::{DeviceWindows, Pushed};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,6 +60,15 @@ pub struct Ingestor {
     devices: HashMap<(String, String), DeviceState>,
     assets: HashMap<(String, String), Vec<(String, String)>>,
     metrics: TelemetryMetrics,
+    /// Per-tenant counters, resolved once (a label lookup allocates).
+    counters: HashMap<String, TenantCounters>,
+}
+
+struct TenantCounters {
+    readings: Counter,
+    predictions: Counter,
+    alerts: Counter,
+    window_errors: Counter,
 }
 
 impl Ingestor {
@@ -72,7 +82,22 @@ impl Ingestor {
             devices: HashMap::new(),
             assets: HashMap::new(),
             metrics,
+            counters: HashMap::new(),
         }
+    }
+
+    fn counters(&mut self, tenant: &str) -> &TenantCounters {
+        if !self.counters.contains_key(tenant) {
+            let m = &self.metrics;
+            let c = TenantCounters {
+                readings: m.readings(tenant),
+                predictions: m.predictions(tenant),
+                alerts: m.alerts(tenant),
+                window_errors: m.window_errors(tenant),
+            };
+            self.counters.insert(tenant.to_string(), c);
+        }
+        &self.counters[tenant]
     }
 
     /// Processes `batch` in one transaction. On `Err` nothing of the batch is stored, the window
@@ -122,7 +147,7 @@ impl Ingestor {
             return Ok(());
         }
         report.readings += 1;
-        self.metrics.readings(&reading.tenant).inc();
+        self.counters(&reading.tenant).readings.inc();
         let key = (reading.tenant.clone(), reading.device.clone());
         let pushed = match self.devices.get_mut(&key) {
             Some(state) => state.windows.push(reading),
@@ -179,7 +204,7 @@ impl Ingestor {
             Ok(o) => o,
             Err(e) => {
                 report.window_errors += 1;
-                self.metrics.window_errors(&tenant).inc();
+                self.counters(&tenant).window_errors.inc();
                 warn!(%tenant, %device, end_ms, error = %e, "Window not scored");
                 return Ok(());
             }
@@ -187,9 +212,10 @@ impl Ingestor {
         self.store_outcome(&outcome, start_ms, readings, now_ms)?;
         report.predictions += 1;
         report.alerts += outcome.decision.alerts.len() as u64;
-        self.metrics.predictions(&tenant).inc();
+        let c = self.counters(&tenant);
+        c.predictions.inc();
         if !outcome.decision.alerts.is_empty() {
-            self.metrics.alerts(&tenant).inc_by(outcome.decision.alerts.len() as u64);
+            c.alerts.inc_by(outcome.decision.alerts.len() as u64);
         }
         Ok(())
     }
@@ -201,8 +227,9 @@ impl Ingestor {
         readings: usize,
         now_ms: i64,
     ) -> anyhow::Result<()> {
+        // Every contribution is stored; the message carries the largest few.
+        let contributions_json = serde_json::to_string(&o.score.contributions)?;
         let top = messages::top_contributions(&o.score.contributions, messages::TOP_CONTRIBUTIONS);
-        let contributions_json = serde_json::to_string(&top)?;
         self.store.insert_outcome(
             &OutcomeRow {
                 tenant: &o.tenant,

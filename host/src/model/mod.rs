@@ -2,7 +2,8 @@
 //!
 //! A model is a folder `<models_dir>/<name>/` with `metadata.json` (feature names in input order,
 //! version, engine, file) and the model file. One interface ([`Model`]), one engine per kind of
-//! graph; this module has the tract-onnx engine for ONNX graphs. Models are loaded once, on first
+//! graph: [`trees`] evaluates XGBoost tree ensembles natively with TreeSHAP, [`OnnxModel`] runs
+//! other ONNX graphs on tract. Models are loaded once, on first
 //! use, and shared read-only by every plugin call.
 //!
 //! ```json
@@ -12,8 +13,10 @@
 
 pub mod baseline;
 mod onnx;
+pub mod trees;
 
 pub use onnx::OnnxModel;
+pub use trees::{TreeEnsemble, TreeModel};
 
 use crate::types::{Features, Score};
 use serde::Deserialize;
@@ -55,6 +58,21 @@ pub struct Metadata {
     /// Free text for people.
     #[serde(default)]
     pub description: Option<String>,
+    /// SHA-256 of the training data, for provenance.
+    #[serde(default)]
+    pub training_data_sha256: Option<String>,
+    /// Evaluation metrics recorded by the training pipeline (free form).
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
+    /// The same model exported as ONNX, for other runtimes (the host reads `file`).
+    #[serde(default)]
+    pub onnx: Option<PathBuf>,
+    /// Model family, e.g. "xgboost", "random-forest", "mlp".
+    #[serde(default)]
+    pub family: Option<String>,
+    /// When the model was trained (RFC 3339).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -62,6 +80,8 @@ pub struct Metadata {
 pub enum Engine {
     /// Any ONNX graph tract runs (MLP, CNN, logistic regression, ...).
     Onnx,
+    /// A tree ensemble in XGBoost's JSON format, evaluated natively, with TreeSHAP.
+    Xgboost,
 }
 
 /// A loaded model.
@@ -108,6 +128,34 @@ impl ModelRegistry {
         Ok(loaded.entry(name.to_string()).or_insert(model).clone())
     }
 
+    /// Swaps in a changed model: when `name` is loaded, its folder is loaded again and checked
+    /// (it must load and score a row of zeros to a probability) before it replaces the old one
+    /// for the next call; a model that fails keeps the old one serving. A model not loaded yet
+    /// is picked up by its first use. Runs on the watcher's thread, never on the hot path.
+    pub fn reload(&self, name: &str) {
+        if !self.loaded.read().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+            return;
+        }
+        let checked = self.load(name).and_then(|m| {
+            let zeros = vec![0.0; m.feature_names().len()];
+            let s = m.predict_row(&zeros, false)?;
+            if (0.0..=1.0).contains(&s.probability) {
+                Ok(m)
+            } else {
+                Err(ModelError::Inference(format!("smoke row scored {} (not a probability)", s.probability)))
+            }
+        });
+        match checked {
+            Ok(m) => {
+                tracing::info!(model = %m.id(), "Model reloaded");
+                self.loaded.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), m);
+            }
+            Err(e) => {
+                tracing::warn!(model = name, error = %e, "Changed model rejected; the loaded version keeps serving")
+            }
+        }
+    }
+
     fn load(&self, name: &str) -> Result<Arc<dyn Model>, ModelError> {
         let err = |reason: String| ModelError::Load { name: name.to_string(), reason };
         let folder = self.dir.join(name);
@@ -119,10 +167,11 @@ impl ModelRegistry {
         if meta.features.is_empty() {
             return Err(err(format!("{}: no features", meta_path.display())));
         }
-        let model = match meta.engine {
-            Engine::Onnx => OnnxModel::load(&folder.join(&meta.file), &meta).map_err(err)?,
+        let model: Arc<dyn Model> = match meta.engine {
+            Engine::Onnx => Arc::new(OnnxModel::load(&folder.join(&meta.file), &meta).map_err(err)?),
+            Engine::Xgboost => Arc::new(TreeModel::load(&folder.join(&meta.file), &meta).map_err(err)?),
         };
         tracing::info!(model = %model.id(), path = %folder.display(), "Model loaded");
-        Ok(Arc::new(model))
+        Ok(model)
     }
 }

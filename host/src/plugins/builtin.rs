@@ -11,6 +11,19 @@ pub const SCORE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model_score.w
 /// `threshold-policy`: the default policy.
 pub const POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/threshold_policy.wasm"));
 
+/// `ai4i-features`: the preprocessor of AI4I 2020-style machining telemetry (tenant `ai4i`);
+/// not a default, exported with `edgepm plugin export --preprocess ai4i-features`.
+pub const AI4I_PREPROCESS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ai4i_features.wasm"));
+
+/// The reference preprocessors by name.
+pub fn preprocessor(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "bearing-features" => Some(PREPROCESS),
+        "ai4i-features" => Some(AI4I_PREPROCESS),
+        _ => None,
+    }
+}
+
 /// The built-in component of `stage`.
 pub fn bytes(stage: Stage) -> &'static [u8] {
     match stage {

@@ -258,6 +258,14 @@ impl PluginHost {
                 return;
             }
         };
+        // Load the tenant's models here, on the reload thread: a first load inside a plugin call
+        // (a large tree model takes tens of milliseconds to parse) would count against the
+        // call's deadline. A model that does not load is reported now and again on first use.
+        for model in std::iter::once(&config.model).chain(&config.models) {
+            if let Err(e) = self.models.get(model) {
+                warn!(tenant, model = %model, error = %e, "A model of the tenant does not load");
+            }
+        }
         let refused: HashSet<String> = slot
             .as_ref()
             .map(|s| s.refused.lock().unwrap_or_else(PoisonError::into_inner).clone())

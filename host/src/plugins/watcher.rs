@@ -1,4 +1,5 @@
-//! Watches the plugins folder and reloads tenants whose files changed.
+//! Watches the plugins folder and reloads tenants whose files changed, and the models folder and
+//! reloads models whose files changed.
 //!
 //! Only complete files trigger a reload: inotify's close-after-write, a rename into place, or a
 //! removal — never "created" or "modified", which fire on empty and partial files. Events are
@@ -43,28 +44,47 @@ impl Drop for Watcher {
 }
 
 impl PluginHost {
-    /// Starts watching the plugins folder.
+    /// Starts watching the plugins folder (and the models folder, when it exists).
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Watcher> {
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |e| {
             let _ = events.send(Message::Fs(e));
         })?;
-        let root = self.options().plugins_dir.clone();
-        watcher.watch(&root, RecursiveMode::Recursive)?;
+        let plugins = self.options().plugins_dir.clone();
+        watcher.watch(&plugins, RecursiveMode::Recursive)?;
+        let models = self.options().models_dir.clone();
+        let models = if models.is_dir() {
+            watcher.watch(&models, RecursiveMode::Recursive)?;
+            Some(models)
+        } else {
+            None
+        };
         let host = self.clone();
         let thread = std::thread::Builder::new()
             .name("edgepm-plugin-reload".into())
-            .spawn(move || run(host, root, rx))?;
+            .spawn(move || run(host, plugins, models, rx))?;
         Ok(Watcher { _watcher: watcher, tx, thread: Some(thread) })
     }
 }
 
-fn run(host: Arc<PluginHost>, root: PathBuf, rx: mpsc::Receiver<Message>) {
-    lower_priority();
+/// What a changed path belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Tenant(String),
+    Model(String),
+}
+
+fn roots(dir: &Path) -> [PathBuf; 2] {
     // Events may name paths through the folder as given or as resolved: accept both.
-    let roots = [root.canonicalize().unwrap_or_else(|_| root.clone()), root];
-    let mut due: BTreeMap<String, Instant> = BTreeMap::new();
+    [dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), dir.to_path_buf()]
+}
+
+fn run(host: Arc<PluginHost>, plugins: PathBuf, models: Option<PathBuf>, rx: mpsc::Receiver<Message>) {
+    lower_priority();
+    let plugin_roots = roots(&plugins);
+    let model_roots = models.as_deref().map(roots);
+    let mut due: BTreeMap<Target, Instant> = BTreeMap::new();
     loop {
         let timeout = due
             .values()
@@ -78,19 +98,29 @@ fn run(host: Arc<PluginHost>, root: PathBuf, rx: mpsc::Receiver<Message>) {
                     continue;
                 }
                 for path in &event.paths {
-                    if let Some(tenant) = roots.iter().find_map(|r| tenant_of(r, path)) {
-                        debug!(tenant, path = %path.display(), kind = ?event.kind, "Plugin folder changed");
-                        due.insert(tenant, Instant::now() + DEBOUNCE);
+                    let target = plugin_roots
+                        .iter()
+                        .find_map(|r| tenant_of(r, path))
+                        .map(Target::Tenant)
+                        .or_else(|| {
+                            model_roots.iter().flatten().find_map(|r| tenant_of(r, path)).map(Target::Model)
+                        });
+                    if let Some(target) = target {
+                        debug!(?target, path = %path.display(), kind = ?event.kind, "Watched folder changed");
+                        due.insert(target, Instant::now() + DEBOUNCE);
                     }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
         let now = Instant::now();
-        let ready: Vec<String> = due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
-        for tenant in ready {
-            due.remove(&tenant);
-            host.reload_tenant(&tenant);
+        let ready: Vec<Target> = due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
+        for target in ready {
+            due.remove(&target);
+            match target {
+                Target::Tenant(tenant) => host.reload_tenant(&tenant),
+                Target::Model(model) => host.models().reload(&model),
+            }
         }
     }
 }

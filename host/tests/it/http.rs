@@ -6,7 +6,7 @@ use edgepm::pipeline::process_window;
 use std::io::{Read, Write};
 
 /// A plain HTTP/1.1 GET; returns (status, body).
-fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
     let mut text = String::new();
@@ -28,9 +28,13 @@ fn health_readiness_and_metrics() {
     let server = {
         let host = host.clone();
         std::thread::spawn(move || {
-            runtime.block_on(edgepm::api::serve(listener, host, async {
-                let _ = stopped.await;
-            }))
+            runtime.block_on(edgepm::api::serve(
+                listener,
+                edgepm::api::ApiState { host, needs_mqtt: false },
+                async {
+                    let _ = stopped.await;
+                },
+            ))
         })
     };
 

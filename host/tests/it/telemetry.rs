@@ -223,6 +223,28 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
         host.count("SELECT count(*) FROM predictions")
     );
     assert!(!host.log_text().contains("panicked"), "{}", host.log_text());
+
+    // Operators see the same story on the HTTP endpoints.
+    let addr = host.http_addr();
+    let (status, ready) = crate::http::get(addr, "/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(json(&ready)["mqtt_connected"], true, "{ready}");
+    let (_, metrics) = crate::http::get(addr, "/metrics");
+    let rejected = |reason: &str| {
+        crate::support::metric(&metrics, "edgepm_readings_rejected_total", &[("reason", reason)])
+    };
+    assert_eq!(
+        [
+            rejected("malformed"),
+            rejected("too_large"),
+            rejected("too_many_values"),
+            rejected("unknown_tenant")
+        ],
+        [4.0, 1.0, 2.0, 1.0],
+        "{metrics}"
+    );
+    let stored = crate::support::metric(&metrics, "edgepm_readings_total", &[("tenant", "acme")]);
+    assert_eq!(stored, good.len() as f64);
     host.stop();
 }
 

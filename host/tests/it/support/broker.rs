@@ -243,6 +243,18 @@ impl HostProcess {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// Where the host serves /healthz, /readyz and /metrics (from its log).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("HTTP endpoints listening"))
+            .expect("HTTP address in the log");
+        let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).expect("addr=");
+        addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -17,6 +17,7 @@ pub const BEARING_FEATURES: &str = env!("EDGEPM_WASM_BEARING_FEATURES");
 pub const MODEL_SCORE: &str = env!("EDGEPM_WASM_MODEL_SCORE");
 pub const THRESHOLD_POLICY: &str = env!("EDGEPM_WASM_THRESHOLD_POLICY");
 pub const CHAOS_POLICY: &str = env!("EDGEPM_WASM_CHAOS_POLICY");
+pub const AI4I_FEATURES: &str = env!("EDGEPM_WASM_AI4I_FEATURES");
 
 /// 2025-04-05T10:30:00Z
 pub const T0: i64 = 1_743_849_000_000;
