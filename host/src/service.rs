@@ -291,6 +291,7 @@ impl Service {
         let (acks_tx, acks_rx) = tokio::sync::watch::channel(0u64);
         let out_connected = Arc::new(AtomicBool::new(false));
         runtime.spawn(publish_session(out_loop, acks_tx, out_connected.clone(), stop_output_rx.clone()));
+        let (delivered_tx, delivered_rx) = std::sync::mpsc::channel::<Vec<i64>>();
         let (dispatcher, waker) = Dispatcher::new(
             SqliteStore::open(&config.store_path(), config.store.durability)?,
             MqttOut {
@@ -302,6 +303,7 @@ impl Service {
             Paths { email_dir: config.email_dir(), mqtt_log: config.mqtt_log() },
             telemetry.clone(),
             stop_outbox.clone(),
+            delivered_tx,
         )?;
         let outbox_waker = waker.clone();
         let outbox_thread =
@@ -328,6 +330,8 @@ impl Service {
         let ingest = IngestLoop {
             ingestor,
             rx,
+            delivered: delivered_rx,
+            stop_outbox: stop_outbox.clone(),
             acks: in_client,
             runtime: runtime.handle().clone(),
             waker,
@@ -404,11 +408,12 @@ impl Service {
     }
 
     fn shutdown(&mut self) {
+        // The ingest loop stores what it received, then stops the outbox after its last pass.
         let _ = self.stop_ingest.send(true);
         if let Some(t) = self.ingest_thread.take() {
             let _ = t.join();
         }
-        self.stop_outbox.store(true, Ordering::Relaxed);
+        self.stop_outbox.store(true, Ordering::Relaxed); // in case the ingest loop died
         self.outbox_waker.wake();
         if let Some(t) = self.outbox_thread.take() {
             let _ = t.join();
@@ -426,10 +431,17 @@ impl Drop for Service {
     }
 }
 
+/// How long the ingest loop waits for more messages before committing a short batch.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// The ingest thread: batches of deliveries → one transaction each → acknowledgements.
 struct IngestLoop {
     ingestor: Ingestor,
     rx: tokio::sync::mpsc::Receiver<Delivery>,
+    /// Outbox ids the dispatcher delivered, deleted by this loop (the store's only writer).
+    delivered: std::sync::mpsc::Receiver<Vec<i64>>,
+    /// Set once this loop has stored its last message: the dispatcher makes a last pass.
+    stop_outbox: Arc<AtomicBool>,
     acks: AsyncClient,
     runtime: tokio::runtime::Handle,
     waker: Waker,
@@ -445,18 +457,58 @@ impl IngestLoop {
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.batch_max);
         let mut messages = Vec::with_capacity(self.batch_max);
         let mut next_purge = Instant::now();
-        // `None` once the ingest session is gone (shutdown).
-        while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
+        let runtime = self.runtime.clone();
+        loop {
+            // Wait for messages; every 100 ms without any, delete what the outbox delivered.
+            let first = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_millis(100), self.rx.recv()).await });
+            let mut delivered: Vec<i64> = self.delivered.try_iter().flatten().collect();
+            match first {
+                Ok(Some(d)) => batch.push(d),
+                Ok(None) => {
+                    // The ingest session is gone (shutdown) and every received message is
+                    // stored: let the outbox make its last pass, and record its deliveries until
+                    // it is done (it drops its end of the channel).
+                    self.stop_outbox.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.waker.wake();
+                    delivered.extend(self.delivered.iter().flatten());
+                    if !delivered.is_empty()
+                        && let Err(e) = self.ingestor.process(&[], &delivered, now_ms())
+                    {
+                        warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
+                    }
+                    return;
+                }
+                Err(_) => {
+                    if !delivered.is_empty()
+                        && let Err(e) = self.ingestor.process(&[], &delivered, now_ms())
+                    {
+                        warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
+                    }
+                    continue;
+                }
+            }
+            // Group commit: take what is queued, and give stragglers up to GATHER to join, so a
+            // steady trickle of messages shares one commit (one fsync) instead of paying one each.
+            let gather_until = Instant::now() + GATHER;
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
                     Ok(d) => batch.push(d),
-                    Err(_) => break,
+                    Err(_) => {
+                        let left = gather_until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match runtime.block_on(async { tokio::time::timeout(left, self.rx.recv()).await }) {
+                            Ok(Some(d)) => batch.push(d),
+                            _ => break,
+                        }
+                    }
                 }
             }
             messages.clear();
             messages.extend(batch.iter().map(|d| d.message.clone()));
-            match self.ingestor.process(&messages, now_ms()) {
+            match self.ingestor.process(&messages, &delivered, now_ms()) {
                 Ok(report) => {
                     self.acknowledge(&batch);
                     self.waker.wake();
@@ -469,6 +521,7 @@ impl IngestLoop {
                     // a full disk or a locked database is not hammered.
                     tracing::error!(error = %format!("{e:#}"), messages = batch.len(), "Storing a batch failed; its messages are not acknowledged");
                     self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed_batches += 1;
+                    delivered.clear(); // sent again later: at least once
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }

@@ -252,11 +252,15 @@ pub async fn publish(
         client.publish(topic, QoS::AtLeastOnce, true, payload).await?;
         sent += 1;
     }
-    let period = std::time::Duration::from_secs_f64(1.0 / options.rate.max(0.001));
+    // Readings are spread evenly over time, motor after motor (devices are not synchronised):
+    // every millisecond, the readings due by then are published.
+    let total_rate = options.rate.max(0.001) * motors.len().max(1) as f64;
+    let period = std::time::Duration::from_secs_f64((1.0 / total_rate).max(0.001));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = std::time::Instant::now();
     let mut readings = 0u64;
+    let mut next_motor = 0usize;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -266,8 +270,12 @@ pub async fn publish(
         if options.duration.is_some_and(|d| elapsed >= d) {
             break;
         }
-        let now = crate::outbox::now_ms();
-        for m in motors.iter_mut() {
+        let due = (elapsed.as_secs_f64() * total_rate) as u64 + 1;
+        while readings < due {
+            let now = crate::outbox::now_ms();
+            let count = motors.len();
+            let m = &mut motors[next_motor];
+            next_motor = (next_motor + 1) % count;
             let (_, payload) = m.payload(now, elapsed.as_secs_f64(), options.samples);
             client.publish(m.topic(), QoS::AtLeastOnce, false, payload).await?;
             sent += 1;

@@ -17,6 +17,9 @@ ap.add_argument("--devices", type=int, default=1000)
 ap.add_argument("--seconds", type=float, default=20)
 ap.add_argument("--window", type=int, default=32)
 ap.add_argument("--hop", type=int, default=8)
+ap.add_argument("--subscribe-only", action="store_true",
+                help="only receive predictions for --seconds (readings come from a native publisher, e.g. "
+                     "`edgepm simulate`) and measure against their timestamps: received − window end, 1 ms resolution")
 a = ap.parse_args()
 
 
@@ -36,7 +39,25 @@ def ms(ts):
     return round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-if __name__ == "__main__":
+def subscribe_only():
+    got = []
+    def on_message(c, u, msg):
+        p = json.loads(msg.payload)
+        got.append(time.time() * 1000 - ms(p["timestamp"]))
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="latency-sub")
+    c.on_message = on_message
+    c.connect("127.0.0.1", a.port); c.subscribe("edgepm/+/+/prediction", qos=1); c.loop_start()
+    time.sleep(a.seconds); c.loop_stop()
+    lat = sorted(got)
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
+    print(json.dumps({"engine": "edgepm", "publisher": "edgepm simulate", "predictions_received": len(lat),
+                      "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                      "resolution_ms": 1}))
+
+
+if __name__ == "__main__" and a.subscribe_only:
+    subscribe_only()
+elif __name__ == "__main__":
     ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
     sub = mp.Process(target=subscriber, args=(a.port, ready, stop, out)); sub.start(); ready.wait()
     rng = random.Random(7)

@@ -100,13 +100,21 @@ impl Ingestor {
         &self.counters[tenant]
     }
 
-    /// Processes `batch` in one transaction. On `Err` nothing of the batch is stored, the window
-    /// state is dropped (it is rebuilt from the store), and the messages must not be acknowledged.
-    pub fn process(&mut self, batch: &[Message], now_ms: i64) -> anyhow::Result<BatchReport> {
+    /// Processes `batch` in one transaction, which also deletes the `delivered` outbox messages.
+    /// On `Err` nothing of the batch is stored, the window state is dropped (it is rebuilt from
+    /// the store), and the messages must not be acknowledged.
+    pub fn process(
+        &mut self,
+        batch: &[Message],
+        delivered: &[i64],
+        now_ms: i64,
+    ) -> anyhow::Result<BatchReport> {
         let started = Instant::now();
         self.store.begin()?;
         let mut report = BatchReport::default();
-        let result = batch.iter().try_for_each(|m| self.message(m, now_ms, &mut report));
+        let result = self.store.delete_outbox(delivered).map_err(anyhow::Error::from);
+        let result =
+            result.and_then(|()| batch.iter().try_for_each(|m| self.message(m, now_ms, &mut report)));
         let result = result.and_then(|()| Ok(self.store.commit()?));
         if let Err(e) = result {
             self.store.rollback();
