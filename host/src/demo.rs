@@ -130,6 +130,10 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
     config.mqtt.client_id = "edgepm-demo".into();
     config.http.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let service = Service::start(config)?;
+    anyhow::ensure!(
+        service.wait_subscribed(Duration::from_secs(30)),
+        "the host did not subscribe to the embedded broker within 30 s"
+    );
     let http = service.http_addr();
 
     // Failing motors wear out over the run: the defect starts at 10 % and fails at 60 % of it
@@ -142,6 +146,7 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
         rate: options.rate,
         duration: options.duration,
         samples: crate::sim::DEFAULT_SAMPLES,
+        retain_assets: true,
     };
     let published = runtime.block_on(crate::sim::publish(
         &broker.url(),

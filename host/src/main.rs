@@ -437,6 +437,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         duration: args.duration.map(std::time::Duration::from_secs_f64),
         samples: args.samples,
+        retain_assets: true,
     };
     tracing::info!(motors = args.motors, failing = args.failing, rate = args.rate, broker = %args.broker, "Simulating");
     let client_id = format!("edgepm-sim-{}", std::process::id());

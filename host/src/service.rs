@@ -6,7 +6,7 @@
 //! per transaction, then hands the batch's acknowledgements to the ingest session; the outbox
 //! dispatcher runs on another thread with its own store connection.
 
-use crate::ingest::mqtt::{ASSET_TOPIC, Delivery, MqttConfig, ingest_session, publish_session};
+use crate::ingest::mqtt::{ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session};
 use crate::ingest::{BatchReport, Ingestor, Limits};
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
@@ -256,6 +256,8 @@ pub struct Service {
     outbox_thread: Option<std::thread::JoinHandle<()>>,
     totals: Arc<std::sync::Mutex<Totals>>,
     http_addr: Option<SocketAddr>,
+    /// The ingest session (current connection, subscriptions acknowledged).
+    connection: Connection,
     _watcher: Option<crate::plugins::Watcher>,
 }
 
@@ -310,24 +312,30 @@ impl Service {
             std::thread::Builder::new().name("edgepm-outbox".into()).spawn(move || dispatcher.run())?;
 
         // Ingest session and loop.
-        let (in_client, in_loop) =
-            AsyncClient::new(config.mqtt.options(&config.mqtt.client_id, false)?, 65_536);
+        // Persistent session, and acknowledgements sent by the ingest loop after each commit —
+        // never by the client on receipt.
+        let mut in_options = config.mqtt.options(&config.mqtt.client_id, false)?;
+        in_options.set_manual_acks(true);
+        let (in_client, in_loop) = AsyncClient::new(in_options, 65_536);
         let filters = vec![
             (config.mqtt.telemetry_filter(), QoS::AtLeastOnce),
             (ASSET_TOPIC.to_string(), QoS::AtLeastOnce),
         ];
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivery>(4 * config.store.batch_max);
+        let connection = Connection::default();
         runtime.spawn(ingest_session(
             in_loop,
             in_client.clone(),
             filters,
             tx,
             telemetry.clone(),
+            connection.clone(),
             stop_ingest_rx,
         ));
         let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
         let ingestor = Ingestor::new(host.clone(), store.clone(), config.limits.limits(), config.windows.hop);
         let ingest = IngestLoop {
+            connection: connection.clone(),
             ingestor,
             rx,
             delivered: delivered_rx,
@@ -379,6 +387,7 @@ impl Service {
             outbox_thread: Some(outbox_thread),
             totals,
             http_addr,
+            connection,
             _watcher: watcher,
         })
     }
@@ -396,6 +405,19 @@ impl Service {
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
+    /// Waits until the broker acknowledged the ingest subscriptions (readings published before
+    /// that reach no one unless the session already existed). `false` on timeout.
+    pub fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.connection.subscribed() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     pub fn totals(&self) -> Totals {
         *self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -436,6 +458,8 @@ const GATHER: Duration = Duration::from_millis(1);
 
 /// The ingest thread: batches of deliveries → one transaction each → acknowledgements.
 struct IngestLoop {
+    /// The ingest session's current connection: acknowledgements go to it only.
+    connection: Connection,
     ingestor: Ingestor,
     rx: tokio::sync::mpsc::Receiver<Delivery>,
     /// Outbox ids the dispatcher delivered, deleted by this loop (the store's only writer).
@@ -540,8 +564,11 @@ impl IngestLoop {
 
     fn acknowledge(&self, batch: &[Delivery]) {
         let client = &self.acks;
+        let current = self.connection.current();
         let sent = self.runtime.block_on(async {
-            for d in batch {
+            // Messages of an earlier connection are not acknowledged: the broker sends them again
+            // on the new one (they are duplicates by then, stored once, acknowledged then).
+            for d in batch.iter().filter(|d| d.connection == current) {
                 if client.ack(&d.publish).await.is_err() {
                     return false;
                 }

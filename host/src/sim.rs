@@ -218,6 +218,8 @@ pub struct PublishOptions {
     /// Stop after this long (`None`: until stopped).
     pub duration: Option<std::time::Duration>,
     pub samples: usize,
+    /// Publish the asset metadata retained (default), so a host that starts later gets it.
+    pub retain_assets: bool,
 }
 
 /// Publishes readings of every motor at `rate` per second each (QoS 1) until the duration is over
@@ -249,7 +251,7 @@ pub async fn publish(
     let mut sent = 0u64;
     for m in motors.iter() {
         let (topic, payload) = m.asset_message();
-        client.publish(topic, QoS::AtLeastOnce, true, payload).await?;
+        client.publish(topic, QoS::AtLeastOnce, options.retain_assets, payload).await?;
         sent += 1;
     }
     // Readings are spread evenly over time, motor after motor (devices are not synchronised):

@@ -203,6 +203,31 @@ fn client_tls(files: Option<&TlsFiles>) -> anyhow::Result<rustls::ClientConfig> 
 pub struct Delivery {
     pub message: Message,
     pub publish: Publish,
+    /// The connection it arrived on (see [`Connection`]): an acknowledgement only makes sense
+    /// on that connection — after a reconnect the broker sends unacknowledged messages again,
+    /// with packet ids that may collide with the old ones.
+    pub connection: u64,
+}
+
+/// The ingest session's state shared with the host: which connection is current (read by the
+/// acknowledging side) and whether its subscriptions are acknowledged.
+#[derive(Clone, Default)]
+pub struct Connection {
+    count: Arc<std::sync::atomic::AtomicU64>,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    pub fn current(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+    fn next(&self) -> u64 {
+        self.count.fetch_add(1, Ordering::AcqRel) + 1
+    }
+    /// True while the broker has acknowledged every subscription of the current connection.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
 }
 
 /// Back-off between reconnection attempts.
@@ -230,9 +255,12 @@ pub async fn ingest_session(
     filters: Vec<(String, QoS)>,
     tx: tokio::sync::mpsc::Sender<Delivery>,
     metrics: TelemetryMetrics,
+    connection: Connection,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff(Backoff::MIN);
+    let mut acked = 0usize;
+    let mut current = connection.current();
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -243,6 +271,8 @@ pub async fn ingest_session(
                 backoff.reset();
                 metrics.mqtt_connected.set(1);
                 info!(session_present = ack.session_present, "MQTT ingest session connected");
+                current = connection.next();
+                acked = 0;
                 for (filter, qos) in &filters {
                     if let Err(e) = client.try_subscribe(filter.clone(), *qos) {
                         warn!(%filter, error = %e, "Subscribing failed");
@@ -256,7 +286,7 @@ pub async fn ingest_session(
                     received: Instant::now(),
                 };
                 tokio::select! {
-                    sent = tx.send(Delivery { message, publish }) => if sent.is_err() { break },
+                    sent = tx.send(Delivery { message, publish, connection: current }) => if sent.is_err() { break },
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
@@ -265,12 +295,17 @@ pub async fn ingest_session(
                     warn!(?ack, "The broker refused a subscription");
                 } else {
                     info!(pkid = ack.pkid, "Subscribed");
+                    acked += 1;
+                    if acked >= filters.len() {
+                        connection.subscribed.store(true, Ordering::Relaxed);
+                    }
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 metrics.mqtt_connected.set(0);
                 metrics.mqtt_disconnects.inc();
+                connection.subscribed.store(false, Ordering::Relaxed);
                 let wait = backoff.next();
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT ingest session lost");
                 tokio::select! {

@@ -331,6 +331,18 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("predictions"), "{stdout}");
+    // Every reading the broker acknowledged to the simulator is stored. (rumqttd drops a client
+    // that acknowledges a message twice: this also checks that the host acknowledges each
+    // message once, itself, after its commit — never the MQTT client on receipt.)
+    let number = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{label} in {stdout}"))
+    };
+    assert_eq!(number("readings published"), number("readings stored"), "{stdout}");
     let db = rusqlite::Connection::open(data.join("edgepm.db")).expect("store");
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect("query") };
     assert!(count("SELECT count(*) FROM predictions") > 50, "{stdout}");
