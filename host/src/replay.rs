@@ -3,7 +3,8 @@
 //! This is how a model is checked on history, and how a new plugin version is tried before it is
 //! deployed.
 //!
-//! Each row is one reading of the device named in the device column. Numeric columns become
+//! Each row is one reading of the device named in the device column; windows are cut as under
+//! `edgepm run` (the preprocessor's window size, the tenant's `hop`, default 8). Numeric columns become
 //! channels, named in snake case without units (`Air temperature [K]` → `air_temperature`);
 //! text columns become asset attributes (`Type` → `Type`), as a registry would provide them.
 //! Label columns (by default the AI4I ones and `label`) are dropped before anything else sees the
@@ -81,7 +82,8 @@ pub fn replay(
         .tenant(&opts.tenant)
         .with_context(|| format!("no tenant {:?} in the plugins folder", opts.tenant))?;
     let size = pipeline.window_size.max(1) as usize;
-    let hop = pipeline.config.hop.unwrap_or(1).max(1) as usize;
+    // The same window hop as `edgepm run` with a default configuration.
+    let hop = pipeline.config.hop.unwrap_or(crate::windows::DEFAULT_HOP).max(1) as usize;
     drop(pipeline);
     let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().context("reading the CSV header")?.clone();

@@ -68,7 +68,7 @@ impl Default for WindowsConfig {
 }
 
 fn default_hop() -> u32 {
-    8
+    crate::windows::DEFAULT_HOP
 }
 
 #[derive(Debug, Clone, Deserialize)]

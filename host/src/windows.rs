@@ -12,6 +12,10 @@ use crate::ingest::{Reading, Samples};
 use crate::types::{Channel, Window};
 use std::collections::BTreeMap;
 
+/// Readings between two windows of a device when neither the host configuration nor the
+/// tenant says otherwise.
+pub const DEFAULT_HOP: u32 = 8;
+
 /// What became of a reading.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pushed {

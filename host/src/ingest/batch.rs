@@ -9,7 +9,7 @@
 //! returned `Ok`: a crash at any point loses nothing that was acknowledged, and because window
 //! state is rebuilt from the store, a redelivered reading never makes a second window.
 
-use super::decode::{Limits, Reading, Reject, decode, decode_asset, parse_asset_topic};
+use super::decode::{Limits, Reject, decode, decode_asset, parse_asset_topic};
 use crate::metrics::TelemetryMetrics;
 use crate::outbox::messages;
 use crate::pipeline::{WindowOutcome, process_window};
@@ -148,7 +148,8 @@ impl Ingestor {
         let hop = pipeline.config.hop.unwrap_or(self.default_hop).max(1) as usize;
         drop(pipeline);
         // The window state must reflect the store *before* this reading is inserted.
-        self.device_state(&reading, size, hop)?;
+        let key = (reading.tenant.clone(), reading.device.clone());
+        self.device_state(&key, size, hop)?;
         if !self.store.insert_reading(&reading, now_ms)? {
             report.duplicates += 1;
             self.metrics.duplicates.inc();
@@ -156,7 +157,6 @@ impl Ingestor {
         }
         report.readings += 1;
         self.counters(&reading.tenant).readings.inc();
-        let key = (reading.tenant.clone(), reading.device.clone());
         let pushed = match self.devices.get_mut(&key) {
             Some(state) => state.windows.push(reading),
             None => return Ok(()),
@@ -174,16 +174,18 @@ impl Ingestor {
 
     /// Makes sure the device's window state exists and matches the tenant's window size and hop
     /// (a new preprocess plugin may change the size): otherwise it is rebuilt from the store.
-    fn device_state(&mut self, r: &Reading, size: usize, hop: usize) -> anyhow::Result<()> {
-        let key = (r.tenant.clone(), r.device.clone());
-        if self.devices.get(&key).is_some_and(|s| s.size == size && s.hop == hop) {
+    fn device_state(&mut self, key: &(String, String), size: usize, hop: usize) -> anyhow::Result<()> {
+        if self.devices.get(key).is_some_and(|s| s.size == size && s.hop == hop) {
             return Ok(());
         }
-        let recent = self.store.recent_readings(&r.tenant, &r.device, size + hop)?;
-        let last = self.store.last_window_ms(&r.tenant, &r.device)?;
-        debug!(tenant = %r.tenant, device = %r.device, restored = recent.len(), "Window state rebuilt from the store");
-        self.devices
-            .insert(key, DeviceState { windows: DeviceWindows::restore(size, hop, recent, last), size, hop });
+        let (tenant, device) = key;
+        let recent = self.store.recent_readings(tenant, device, size + hop)?;
+        let last = self.store.last_window_ms(tenant, device)?;
+        debug!(%tenant, %device, restored = recent.len(), "Window state rebuilt from the store");
+        self.devices.insert(
+            key.clone(),
+            DeviceState { windows: DeviceWindows::restore(size, hop, recent, last), size, hop },
+        );
         Ok(())
     }
 

@@ -32,6 +32,23 @@ fn readings(device: &str, failing: bool, n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// `edgepm run` serving tenant `acme` (reference plugins, `tenant_toml`, baseline model) from a
+/// fresh mosquitto. Fields drop in order: the host before its broker.
+struct Setup {
+    host: HostProcess,
+    broker: Mosquitto,
+    data: std::path::PathBuf,
+    root: tempfile::TempDir,
+}
+
+fn serve_acme(tenant_toml: &str) -> Setup {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", tenant_toml);
+    let host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    Setup { host, broker, data, root }
+}
+
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -39,10 +56,7 @@ fn json(s: &str) -> Value {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
-    let broker = Mosquitto::start();
-    let root = tempfile::tempdir().expect("tempdir");
-    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
-    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let Setup { mut host, broker, data, root: _root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/acme/+/prediction", "edgepm/acme/+/alert"]);
 
     let healthy = readings("MTR-001", false, 4, 1);
@@ -105,10 +119,7 @@ fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn redelivered_readings_create_no_second_reading_window_or_prediction() {
-    let broker = Mosquitto::start();
-    let root = tempfile::tempdir().expect("tempdir");
-    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
-    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let Setup { mut host, broker, data: _data, root: _root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/acme/+/prediction"]);
     let r = readings("M1", false, 5, 3);
     let topic = "edgepm/acme/M1/telemetry";
@@ -143,10 +154,7 @@ fn redelivered_readings_create_no_second_reading_window_or_prediction() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
-    let broker = Mosquitto::start();
-    let root = tempfile::tempdir().expect("tempdir");
-    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
-    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let Setup { mut host, broker, data: _data, root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/+/deadletter"]);
     let now = now_ms();
     let huge: Vec<String> = (0..5000).map(|i| format!("{}", i % 7)).collect();
@@ -251,11 +259,8 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_host_killed_mid_stream_loses_no_acknowledged_reading() {
-    let broker = Mosquitto::start();
-    let root = tempfile::tempdir().expect("tempdir");
     let toml = "threshold = 0.8\nmodel = \"default\"\nhop = 4\n[settings]\nwindow_size = 8\n";
-    let data = data_dir_with_tenant(root.path(), "acme", toml);
-    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let Setup { mut host, broker, data: _data, root: _root } = serve_acme(toml);
     const DEVICES: usize = 10;
     const PER_DEVICE: usize = 300;
     let streams: Vec<Vec<String>> =
