@@ -66,6 +66,13 @@ fn benches(c: &mut Criterion) {
             black_box(mlp.predict_row(black_box(&data[i]), false).expect("score"))
         })
     });
+    let flat: Vec<f32> = data.iter().flatten().copied().collect();
+    let mut g = c.benchmark_group("tract/bearing-mlp");
+    g.throughput(Throughput::Elements(data.len() as u64));
+    g.bench_function("predict_batch_1000", |b| {
+        b.iter(|| black_box(mlp.predict_rows(black_box(&flat)).expect("scores")))
+    });
+    g.finish();
 }
 
 criterion_group!(models, benches);

@@ -20,6 +20,8 @@ pub const PLUGIN_LOADS: &str = "edgepm_plugin_loads";
 pub const PLUGIN_QUARANTINES: &str = "edgepm_plugin_quarantines";
 /// Windows that went through all three stages.
 pub const WINDOWS_PROCESSED: &str = "edgepm_windows_processed";
+/// Rows scored by one batched model call for windows ready together.
+pub const MODEL_BATCHED_ROWS: &str = "edgepm_model_batched_rows";
 
 /// How a plugin call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +81,7 @@ pub struct Metrics {
     loads: Family<LoadLabels, Counter>,
     quarantines: Family<StageLabels, Counter>,
     windows: Family<TenantLabels, Counter>,
+    batched_rows: Family<TenantLabels, Counter>,
     /// The telemetry path: readings in, rejections, outputs, MQTT session.
     pub telemetry: TelemetryMetrics,
 }
@@ -219,9 +222,15 @@ impl Metrics {
             quarantines.clone(),
         );
         registry.register(WINDOWS_PROCESSED, "Windows processed by all three stages", windows.clone());
+        let batched_rows = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            MODEL_BATCHED_ROWS,
+            "Rows scored in batched model calls (windows ready together), by tenant",
+            batched_rows.clone(),
+        );
         let telemetry = TelemetryMetrics::new();
         telemetry.register(&mut registry);
-        Metrics { registry, calls, call_seconds, loads, quarantines, windows, telemetry }
+        Metrics { registry, calls, call_seconds, loads, quarantines, windows, batched_rows, telemetry }
     }
 
     /// The handles a plugin of `tenant` at `stage` updates on every call.
@@ -240,6 +249,10 @@ impl Metrics {
                 .get_or_create(&StageLabels { tenant: tenant.to_string(), stage })
                 .clone(),
         }
+    }
+
+    pub fn model_batched_rows(&self, tenant: &str) -> Counter {
+        self.batched_rows.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
     }
 
     pub fn plugin_loaded(&self, tenant: &str, stage: Stage, result: LoadResult) {

@@ -4,9 +4,12 @@
 //! windows, never inside one. Features are recorded in the history before the policy runs (its
 //! "abnormal since" queries include the current window); alerts after it (cool-downs).
 
+use crate::model::Prefetched;
 use crate::plugins::{CallError, PluginHost, TenantPipeline};
 use crate::types::{Decision, Features, Score, Stage, Window};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Everything one window produced.
 #[derive(Debug, Clone, Serialize)]
@@ -31,13 +34,106 @@ pub enum PipelineError {
 
 /// Runs `window` through its tenant's current plugins.
 pub fn process_window(host: &PluginHost, window: Window) -> Result<WindowOutcome, PipelineError> {
-    let pipeline =
-        host.tenant(&window.tenant).ok_or_else(|| PipelineError::UnknownTenant(window.tenant.clone()))?;
-    let (tenant, device, end_ms) = (window.tenant.clone(), window.device.clone(), window.end_ms);
-    let p = &pipeline;
-    let features = run(host, p, Stage::Preprocess, |s| s.features(window))?;
+    process_windows(host, vec![window]).next().unwrap_or_else(|| unreachable!("one outcome per window"))
+}
+
+/// One window on its way through [`process_windows`]: its tenant's plugins and its features, or
+/// why there are none.
+struct Pending {
+    tenant: String,
+    device: String,
+    end_ms: i64,
+    features: Result<(Arc<TenantPipeline>, Features), PipelineError>,
+    prefetched: Option<Prefetched>,
+}
+
+/// Runs windows that are ready at the same time (in arrival order) through their tenants'
+/// plugins, returning one outcome per window in the same order.
+///
+/// Each tenant's plugins are taken once for the whole call, so a hot swap lands between two
+/// calls. Stages run as: every window's features first (the preprocessor sees nothing but its
+/// window), then one batched model call per tenant for all its windows (the tenant's default
+/// model, on the features as the preprocessor returned them), then, window by window in order,
+/// the scorer — whose `predict` is answered from the batch when it asks for exactly that — and
+/// the policy, whose history includes the windows before it and not those after.
+///
+/// The outcomes come lazily: the caller stores each before the next window's policy runs (the
+/// policy's `last-alert-ms` must see the alert of the window before it).
+pub fn process_windows(
+    host: &PluginHost,
+    windows: Vec<Window>,
+) -> impl Iterator<Item = Result<WindowOutcome, PipelineError>> + '_ {
+    let mut snapshots: HashMap<String, Arc<TenantPipeline>> = HashMap::new();
+    let mut pending = Vec::with_capacity(windows.len());
+    for window in windows {
+        let pipeline = match snapshots.get(&window.tenant) {
+            Some(p) => Some(p.clone()),
+            None => host.tenant(&window.tenant).inspect(|p| {
+                snapshots.insert(window.tenant.clone(), p.clone());
+            }),
+        };
+        let (tenant, device, end_ms) = (window.tenant.clone(), window.device.clone(), window.end_ms);
+        let features = match pipeline {
+            None => Err(PipelineError::UnknownTenant(tenant.clone())),
+            Some(p) => run(host, &p, Stage::Preprocess, |s| s.features(window)).map(|f| (p, f)),
+        };
+        pending.push(Pending { tenant, device, end_ms, features, prefetched: None });
+    }
+    for pipeline in snapshots.values() {
+        prefetch(host, pipeline, &mut pending);
+    }
+    pending.into_iter().map(move |w| {
+        let (p, features) = w.features?;
+        finish(host, &p, w.tenant, w.device, w.end_ms, features, w.prefetched)
+    })
+}
+
+/// Computes, in one model call, the tenant's default model on the features of every pending
+/// window of `pipeline`'s tenant. Best effort: with a single window, no default model, or a model
+/// that cannot take the features, the scorer computes as usual.
+fn prefetch(host: &PluginHost, pipeline: &Arc<TenantPipeline>, pending: &mut [Pending]) {
+    let name = pipeline.config.model.as_str();
+    let mine =
+        pending.iter().filter(|w| w.features.as_ref().is_ok_and(|(p, _)| Arc::ptr_eq(p, pipeline))).count();
+    if mine < 2 || name.is_empty() || !pipeline.config.allows_model(name) {
+        return;
+    }
+    let Ok(model) = host.models().get(name) else { return };
+    let width = model.feature_names().len();
+    let mut rows = Vec::with_capacity(mine * width);
+    let mut batched = Vec::with_capacity(mine);
+    for (i, w) in pending.iter().enumerate() {
+        if let Ok((p, features)) = &w.features
+            && Arc::ptr_eq(p, pipeline)
+            && let Ok(row) = crate::model::arrange(model.as_ref(), features)
+        {
+            rows.extend_from_slice(&row);
+            batched.push(i);
+        }
+    }
+    if batched.len() < 2 {
+        return;
+    }
+    let Ok(probabilities) = model.predict_rows(&rows) else { return };
+    host.metrics().model_batched_rows(&pipeline.name).inc_by(probabilities.len() as u64);
+    for ((i, row), probability) in batched.into_iter().zip(rows.chunks_exact(width)).zip(probabilities) {
+        pending[i].prefetched =
+            Some(Prefetched { model: model.id().to_string(), row: row.to_vec(), probability });
+    }
+}
+
+/// Score and policy of one window whose features are known.
+fn finish(
+    host: &PluginHost,
+    p: &TenantPipeline,
+    tenant: String,
+    device: String,
+    end_ms: i64,
+    features: Features,
+    prefetched: Option<Prefetched>,
+) -> Result<WindowOutcome, PipelineError> {
     host.history().record_features(&tenant, &device, end_ms, &features);
-    let score = run(host, p, Stage::Score, |s| s.score(&features))?;
+    let score = run(host, p, Stage::Score, |s| s.score(&features, prefetched))?;
     let decision = run(host, p, Stage::Policy, |s| s.decide(&device, end_ms, &features, &score))?;
     if !decision.alerts.is_empty() {
         host.history().record_alert(&tenant, &device, end_ms);

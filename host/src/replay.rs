@@ -12,8 +12,9 @@
 //! is one (epoch ms or RFC 3339), else one second apart in file order.
 
 use crate::ingest::{Reading, Samples};
-use crate::pipeline::process_window;
+use crate::pipeline::process_windows;
 use crate::plugins::PluginHost;
+use crate::types::Window;
 use crate::windows::{DeviceWindows, Pushed};
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -121,6 +122,7 @@ pub fn replay(
     // the prediction.
     let mut row_ids: HashMap<String, std::collections::BTreeMap<i64, String>> = HashMap::new();
     let mut summary = ReplaySummary::default();
+    let mut ready = Vec::with_capacity(REPLAY_BATCH);
     const BASE_MS: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
     for (n, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("CSV row {}", n + 2))?;
@@ -159,9 +161,33 @@ pub fn replay(
         let Pushed::Window(mut window) = w.push(reading) else { continue };
         window.asset = assets.get(&device).cloned().unwrap_or_default();
         summary.windows += 1;
-        let end = window.end_ms;
-        let id = row_ids.get(&device).and_then(|ids| ids.get(&end)).cloned().unwrap_or_default();
-        match process_window(host, window) {
+        let id = row_ids.get(&device).and_then(|ids| ids.get(&window.end_ms)).cloned().unwrap_or_default();
+        ready.push((id, window));
+        if ready.len() >= REPLAY_BATCH {
+            score(host, std::mem::take(&mut ready), &mut out, &mut summary)?;
+        }
+    }
+    score(host, ready, &mut out, &mut summary)?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Windows scored together (one model call for the batch), as the live host does with the
+/// windows a batch of messages completes.
+const REPLAY_BATCH: usize = 256;
+
+/// Runs `ready` (row id, window) through the tenant and writes one line per window.
+fn score(
+    host: &PluginHost,
+    ready: Vec<(String, Window)>,
+    out: &mut csv::Writer<impl Write>,
+    summary: &mut ReplaySummary,
+) -> anyhow::Result<()> {
+    let ids: Vec<(String, String, i64)> =
+        ready.iter().map(|(id, w)| (id.clone(), w.device.clone(), w.end_ms)).collect();
+    let outcomes = process_windows(host, ready.into_iter().map(|(_, w)| w).collect());
+    for ((id, device, end), outcome) in ids.into_iter().zip(outcomes) {
+        match outcome {
             Ok(o) => {
                 summary.failures += o.decision.is_failure as u64;
                 let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
@@ -182,8 +208,7 @@ pub fn replay(
             }
         }
     }
-    out.flush()?;
-    Ok(summary)
+    Ok(())
 }
 
 fn parse_time(t: &str) -> anyhow::Result<i64> {

@@ -12,7 +12,7 @@
 use super::decode::{Limits, Reject, decode, decode_asset, parse_asset_topic};
 use crate::metrics::TelemetryMetrics;
 use crate::outbox::messages;
-use crate::pipeline::{WindowOutcome, process_window};
+use crate::pipeline::{WindowOutcome, process_windows};
 use crate::plugins::PluginHost;
 use crate::store::{OutcomeRow, Sink, SqliteStore};
 use crate::types::Window;
@@ -113,8 +113,10 @@ impl Ingestor {
         self.store.begin()?;
         let mut report = BatchReport::default();
         let result = self.store.delete_outbox(delivered).map_err(anyhow::Error::from);
-        let result =
-            result.and_then(|()| batch.iter().try_for_each(|m| self.message(m, now_ms, &mut report)));
+        let mut ready = Vec::new();
+        let result = result
+            .and_then(|()| batch.iter().try_for_each(|m| self.message(m, now_ms, &mut ready, &mut report)));
+        let result = result.and_then(|()| self.windows(ready, now_ms, &mut report));
         let result = result.and_then(|()| Ok(self.store.commit()?));
         if let Err(e) = result {
             self.store.rollback();
@@ -126,7 +128,14 @@ impl Ingestor {
         Ok(report)
     }
 
-    fn message(&mut self, m: &Message, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
+    /// Stores `m`; a window it completes is added to `ready`.
+    fn message(
+        &mut self,
+        m: &Message,
+        now_ms: i64,
+        ready: &mut Vec<Window>,
+        report: &mut BatchReport,
+    ) -> anyhow::Result<()> {
         if let Some((tenant, device)) = parse_asset_topic(&m.topic) {
             return match decode_asset(&m.payload) {
                 Ok(attributes) => {
@@ -162,7 +171,12 @@ impl Ingestor {
             None => return Ok(()),
         };
         match pushed {
-            Pushed::Window(window) => self.window(window, now_ms, report)?,
+            Pushed::Window(mut window) => {
+                window.asset = self.asset(&window.tenant, &window.device)?;
+                self.store.record_window(&window.tenant, &window.device, window.end_ms, now_ms)?;
+                report.windows += 1;
+                ready.push(window);
+            }
             Pushed::Late => {
                 report.late += 1;
                 self.metrics.late.inc();
@@ -199,33 +213,38 @@ impl Ingestor {
         Ok(a)
     }
 
-    fn window(&mut self, mut window: Window, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
-        report.windows += 1;
-        window.asset = self.asset(&window.tenant, &window.device)?;
-        let (tenant, device, start_ms, end_ms, readings) = (
-            window.tenant.clone(),
-            window.device.clone(),
-            window.start_ms,
-            window.end_ms,
-            window.timestamps_ms.len(),
-        );
-        self.store.record_window(&tenant, &device, end_ms, now_ms)?;
-        let outcome = match process_window(&self.host, window) {
-            Ok(o) => o,
-            Err(e) => {
-                report.window_errors += 1;
-                self.counters(&tenant).window_errors.inc();
-                warn!(%tenant, %device, end_ms, error = %e, "Window not scored");
-                return Ok(());
+    /// Runs the windows the batch completed through their tenants' plugins together (windows
+    /// ready at once share one model call per tenant) and stores what they produced.
+    fn windows(&mut self, ready: Vec<Window>, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let spans: Vec<(i64, usize)> = ready.iter().map(|w| (w.start_ms, w.timestamps_ms.len())).collect();
+        let keys: Vec<(String, String, i64)> =
+            ready.iter().map(|w| (w.tenant.clone(), w.device.clone(), w.end_ms)).collect();
+        // Lazily: each outcome is stored before the next window's policy asks the history.
+        let host = self.host.clone();
+        let outcomes = process_windows(&host, ready);
+        for ((outcome, (start_ms, readings)), (tenant, device, end_ms)) in
+            outcomes.into_iter().zip(spans).zip(keys)
+        {
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    report.window_errors += 1;
+                    self.counters(&tenant).window_errors.inc();
+                    warn!(%tenant, %device, end_ms, error = %e, "Window not scored");
+                    continue;
+                }
+            };
+            self.store_outcome(&outcome, start_ms, readings, now_ms)?;
+            report.predictions += 1;
+            report.alerts += outcome.decision.alerts.len() as u64;
+            let c = self.counters(&tenant);
+            c.predictions.inc();
+            if !outcome.decision.alerts.is_empty() {
+                c.alerts.inc_by(outcome.decision.alerts.len() as u64);
             }
-        };
-        self.store_outcome(&outcome, start_ms, readings, now_ms)?;
-        report.predictions += 1;
-        report.alerts += outcome.decision.alerts.len() as u64;
-        let c = self.counters(&tenant);
-        c.predictions.inc();
-        if !outcome.decision.alerts.is_empty() {
-            c.alerts.inc_by(outcome.decision.alerts.len() as u64);
         }
         Ok(())
     }

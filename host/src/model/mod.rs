@@ -92,6 +92,34 @@ pub trait Model: Send + Sync {
     fn feature_names(&self) -> &[String];
     /// Scores one row, already in [`Model::feature_names`] order.
     fn predict_row(&self, row: &[f32], explain: bool) -> Result<Score, ModelError>;
+
+    /// Probabilities of many rows at once (`rows` row-major, one row per
+    /// [`Model::feature_names`] width), for windows that are ready together. Engines that gain
+    /// from batching override it; the result equals [`Model::predict_row`] row by row.
+    fn predict_rows(&self, rows: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = self.feature_names().len().max(1);
+        rows.chunks_exact(n).map(|row| self.predict_row(row, false).map(|s| s.probability)).collect()
+    }
+}
+
+/// A probability computed ahead, in a batch, for the row a scorer is expected to ask for. The
+/// `predict` import answers from it only when the scorer asks that very model for that very row
+/// without an explanation; anything else is computed as usual.
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    /// [`Model::id`] of the model that computed it.
+    pub model: String,
+    pub row: Vec<f32>,
+    pub probability: f32,
+}
+
+impl Prefetched {
+    /// Whether this answers `model` on `row` (bit for bit: a NaN matches a NaN).
+    pub fn answers(&self, model: &str, row: &[f32]) -> bool {
+        self.model == model
+            && self.row.len() == row.len()
+            && self.row.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
 }
 
 /// Orders `features` as `model` expects them.

@@ -16,6 +16,9 @@ pub struct OnnxModel {
     features: Vec<String>,
     output: Option<usize>,
     plan: Arc<TypedRunnableModel>,
+    /// The same graph optimised for `[N, n_features]`, for batches; `None` when the graph does not
+    /// take a symbolic batch (then batches run row by row).
+    batched: Option<Arc<TypedRunnableModel>>,
 }
 
 impl OnnxModel {
@@ -35,12 +38,50 @@ impl OnnxModel {
         {
             return Err(format!("{}: output {i} requested, the graph has {outputs}", path.display()));
         }
+        let batched = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| {
+                let batch = m.symbols.sym("N");
+                m.with_input_fact(0, f32::fact(&[batch.to_dim(), n.to_dim()]).into())
+            })
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable());
+        clear_upper_vector_state();
+        let batched = batched
+            .inspect_err(|e| tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "No batched plan; batches run row by row"))
+            .ok();
         Ok(OnnxModel {
             id: format!("{}@{}", meta.name, meta.version),
             features: meta.features.clone(),
             output: meta.output,
             plan,
+            batched,
         })
+    }
+
+    /// The failure probability of each row of an output: the last column.
+    fn probabilities(&self, outputs: TVec<TValue>, rows: usize) -> Result<Vec<f32>, ModelError> {
+        let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
+        let index = self.output.unwrap_or(outputs.len().saturating_sub(1));
+        let out = outputs.get(index).ok_or_else(|| ModelError::Inference("graph has no output".into()))?;
+        let values = out.to_plain_array_view::<f32>().map_err(fail)?;
+        if rows == 0 || values.len() % rows != 0 || values.is_empty() {
+            return Err(ModelError::Inference(format!("{} output values for {rows} rows", values.len())));
+        }
+        // [p] or [P(class 0), P(class 1)] per row: the failure probability is the row's last value.
+        let width = values.len() / rows;
+        values
+            .iter()
+            .skip(width - 1)
+            .step_by(width)
+            .map(|&p| {
+                if p.is_finite() {
+                    Ok(p.clamp(0.0, 1.0))
+                } else {
+                    Err(ModelError::Inference(format!("probability is not finite: {p}")))
+                }
+            })
+            .collect()
     }
 }
 
@@ -58,21 +99,21 @@ impl Model for OnnxModel {
         let input = Tensor::from_shape(&[1, row.len()], row).map_err(fail)?;
         let outputs = self.plan.run(tvec!(input.into_tvalue()));
         clear_upper_vector_state();
-        let outputs = outputs.map_err(fail)?;
-        let index = self.output.unwrap_or(outputs.len().saturating_sub(1));
-        let out = outputs.get(index).ok_or_else(|| ModelError::Inference("graph has no output".into()))?;
-        let values = out.to_plain_array_view::<f32>().map_err(fail)?;
-        // [p] or [P(class 0), P(class 1)]: the failure probability is the last value of the row.
-        let probability =
-            *values.iter().last().ok_or_else(|| ModelError::Inference("empty output".into()))?;
-        if !probability.is_finite() {
-            return Err(ModelError::Inference(format!("probability is not finite: {probability}")));
-        }
-        Ok(Score {
-            probability: probability.clamp(0.0, 1.0),
-            model: self.id.clone(),
-            contributions: Vec::new(),
-        })
+        let probability = self.probabilities(outputs.map_err(fail)?, 1)?[0];
+        Ok(Score { probability, model: self.id.clone(), contributions: Vec::new() })
+    }
+
+    fn predict_rows(&self, rows: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = self.features.len();
+        let count = rows.len() / n;
+        let Some(batched) = self.batched.as_ref().filter(|_| count > 1 && rows.len() == count * n) else {
+            return rows.chunks_exact(n).map(|r| self.predict_row(r, false).map(|s| s.probability)).collect();
+        };
+        let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
+        let input = Tensor::from_shape(&[count, n], rows).map_err(fail)?;
+        let outputs = batched.run(tvec!(input.into_tvalue()));
+        clear_upper_vector_state();
+        self.probabilities(outputs.map_err(fail)?, count)
     }
 }
 

@@ -72,8 +72,148 @@ fn next(n: &Node, x: &[f32]) -> u32 {
 #[derive(Debug, Clone)]
 pub struct TreeEnsemble {
     trees: Vec<Tree>,
+    /// The same trees laid out for a branch-free walk, when they are shallow enough.
+    perfect: Option<Perfect>,
     base_margin: f64,
     n_features: usize,
+}
+
+/// Deepest ensemble walked in the [`Perfect`] layout: 2^8 leaves per tree (3 KB). Deeper trees
+/// (random forests grown without a depth limit) keep the node-by-node walk.
+const PERFECT_MAX_DEPTH: usize = 8;
+/// Trees walked side by side: independent chains of loads the CPU overlaps.
+const LANES: usize = 8;
+
+/// Every tree padded to a perfect binary tree of the ensemble's depth `D`: a leaf above the
+/// bottom becomes a split whose two subtrees are copies of it, so the walk is exactly `D` steps
+/// of `i = 2i + 1 + went_right` with no data-dependent branch (a mispredicted branch per level
+/// was most of the cost of the node-by-node walk). Trees are padded to a multiple of [`LANES`]
+/// with all-zero trees, which add nothing to the margin.
+#[derive(Debug, Clone)]
+struct Perfect {
+    depth: usize,
+    /// `2^D − 1` splits per tree, breadth-first.
+    splits: Vec<Split>,
+    /// `2^D` leaf values per tree.
+    leaves: Vec<f32>,
+}
+
+/// A split of the perfect layout: feature index with the default direction in the top bit.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    threshold: f32,
+    feature: u32,
+}
+
+const DEFAULT_LEFT: u32 = 1 << 31;
+
+impl Split {
+    /// Whether `x` goes right, without a branch: `!(v < t)` is also true for NaN, which then
+    /// goes right unless the split's default is left. `MISSING = false` is for rows known to
+    /// have no NaN (the common case), and saves the default-direction test.
+    #[inline(always)]
+    fn right<const MISSING: bool>(self, x: &[f32]) -> usize {
+        let v = x[(self.feature & !DEFAULT_LEFT) as usize];
+        // NaN is not below any threshold: it goes right unless the split's default is left.
+        let below = v < self.threshold;
+        if MISSING {
+            let missing_left = v.is_nan() & (self.feature & DEFAULT_LEFT != 0);
+            (!below & !missing_left) as usize
+        } else {
+            !below as usize
+        }
+    }
+}
+
+impl Perfect {
+    fn build(trees: &[Tree], depth: usize) -> Perfect {
+        let inner = (1usize << depth) - 1;
+        let padded = trees.len().div_ceil(LANES) * LANES;
+        let mut p = Perfect {
+            depth,
+            splits: vec![Split { threshold: 0.0, feature: 0 }; padded * inner],
+            leaves: vec![0.0; padded * (inner + 1)],
+        };
+        for (t, tree) in trees.iter().enumerate() {
+            p.fill(tree, t, 0, 0, 0);
+        }
+        p
+    }
+
+    /// Writes `tree`'s `node` at breadth-first position `pos` of level `level` of tree `t`.
+    fn fill(&mut self, tree: &Tree, t: usize, node: usize, pos: usize, level: usize) {
+        let inner = (1usize << self.depth) - 1;
+        let n = &tree.nodes[node];
+        if level == self.depth {
+            debug_assert!(n.left == LEAF);
+            self.leaves[t * (inner + 1) + pos - inner] = n.value;
+            return;
+        }
+        let (left, right) = if n.left == LEAF {
+            // Both ways lead to the same leaf; the split itself is never read for a decision
+            // that matters (feature 0 exists in every model that has a split at all).
+            (node, node)
+        } else {
+            let dl = if n.default_left { DEFAULT_LEFT } else { 0 };
+            self.splits[t * inner + pos] = Split { threshold: n.value, feature: n.feature | dl };
+            (n.left as usize, n.right as usize)
+        };
+        self.fill(tree, t, left, 2 * pos + 1, level + 1);
+        self.fill(tree, t, right, 2 * pos + 2, level + 1);
+    }
+
+    /// Sum of the leaf values of all trees for one row.
+    fn margin(&self, x: &[f32]) -> f64 {
+        if x.iter().any(|v| v.is_nan()) { self.sum::<true>(x) } else { self.sum::<false>(x) }
+    }
+
+    fn sum<const MISSING: bool>(&self, x: &[f32]) -> f64 {
+        let mut m = 0.0;
+        for first in (0..self.n_padded()).step_by(LANES) {
+            m += self.lanes::<MISSING>(first, x);
+        }
+        m
+    }
+
+    /// Sum of the leaf values of `LANES` trees starting at tree `first`, in tree order.
+    #[inline(always)]
+    fn lanes<const MISSING: bool>(&self, first: usize, x: &[f32]) -> f64 {
+        let inner = (1usize << self.depth) - 1;
+        let splits = &self.splits[first * inner..(first + LANES) * inner];
+        let mut at = [0usize; LANES];
+        for _ in 0..self.depth {
+            for (l, i) in at.iter_mut().enumerate() {
+                *i = 2 * *i + 1 + splits[l * inner + *i].right::<MISSING>(x);
+            }
+        }
+        let leaves = &self.leaves[first * (inner + 1)..(first + LANES) * (inner + 1)];
+        let mut sum = 0.0;
+        for (l, i) in at.iter().enumerate() {
+            sum += leaves[l * (inner + 1) + i - inner] as f64;
+        }
+        sum
+    }
+
+    /// Adds the leaf values of every tree to `margins` for `LANES` rows (`xs`, `n` values per
+    /// row) walked side by side, tree by tree, so each tree's nodes are read once per `LANES` rows.
+    fn rows<const MISSING: bool>(&self, xs: &[f32], n: usize, margins: &mut [f64]) {
+        let inner = (1usize << self.depth) - 1;
+        for (splits, leaves) in self.splits.chunks_exact(inner).zip(self.leaves.chunks_exact(inner + 1)) {
+            let mut at = [0usize; LANES];
+            for _ in 0..self.depth {
+                for (l, i) in at.iter_mut().enumerate() {
+                    *i = 2 * *i + 1 + splits[*i].right::<MISSING>(&xs[l * n..]);
+                }
+            }
+            for (m, i) in margins.iter_mut().zip(at) {
+                *m += leaves[i - inner] as f64;
+            }
+        }
+    }
+
+    fn n_padded(&self) -> usize {
+        self.leaves.len() >> self.depth
+    }
 }
 
 // --- XGBoost JSON (the fields used) ----------------------------------------------------------
@@ -195,7 +335,12 @@ impl TreeEnsemble {
         if trees.is_empty() {
             return Err("the model has no trees".into());
         }
-        Ok(TreeEnsemble { trees, base_margin, n_features })
+        let depth = trees.iter().map(|t| t.depth).max().unwrap_or(0);
+        // A model whose trees are all single leaves has no feature to index: walk it node by node.
+        // (The top bit of a split's feature index holds its default direction.)
+        let fits = n_features > 0 && n_features < DEFAULT_LEFT as usize;
+        let perfect = (depth <= PERFECT_MAX_DEPTH && fits).then(|| Perfect::build(&trees, depth));
+        Ok(TreeEnsemble { trees, perfect, base_margin, n_features })
     }
 
     pub fn n_trees(&self) -> usize {
@@ -207,11 +352,16 @@ impl TreeEnsemble {
         self.n_features
     }
 
-    /// The margin (log-odds) of one row.
+    /// The margin (log-odds) of one row. `x` holds at least [`TreeEnsemble::n_features`] values.
     pub fn margin(&self, x: &[f32]) -> f64 {
         let mut m = self.base_margin;
-        for t in &self.trees {
-            m += t.leaf(x) as f64;
+        match &self.perfect {
+            Some(p) => m += p.margin(x),
+            None => {
+                for t in &self.trees {
+                    m += t.leaf(x) as f64;
+                }
+            }
         }
         m
     }
@@ -226,9 +376,27 @@ impl TreeEnsemble {
     pub fn probabilities(&self, rows: &[f32]) -> Vec<f64> {
         let n = self.n_features.max(1);
         let mut margins = vec![self.base_margin; rows.len() / n];
-        for t in &self.trees {
-            for (m, x) in margins.iter_mut().zip(rows.chunks_exact(n)) {
-                *m += t.leaf(x) as f64;
+        match &self.perfect {
+            Some(p) => {
+                let mut chunks = rows.chunks_exact(n * LANES);
+                let mut out = margins.chunks_exact_mut(LANES);
+                for (xs, ms) in (&mut chunks).zip(&mut out) {
+                    if xs.iter().any(|v| v.is_nan()) {
+                        p.rows::<true>(xs, n, ms);
+                    } else {
+                        p.rows::<false>(xs, n, ms);
+                    }
+                }
+                for (m, x) in out.into_remainder().iter_mut().zip(chunks.remainder().chunks_exact(n)) {
+                    *m = self.margin(x);
+                }
+            }
+            None => {
+                for t in &self.trees {
+                    for (m, x) in margins.iter_mut().zip(rows.chunks_exact(n)) {
+                        *m += t.leaf(x) as f64;
+                    }
+                }
             }
         }
         margins.into_iter().map(sigmoid).collect()
@@ -345,11 +513,32 @@ fn extend_path(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feat
         one_fraction: one,
         pweight: if depth == 0 { 1.0 } else { 0.0 },
     };
-    let d1 = (depth + 1) as f64;
+    // path[i + 1] += one·w_i·(i+1)/(d+1); path[i] = zero·w_i·(d−i)/(d+1), for i = d−1 … 0. The
+    // new path[i] is carried in `upper` to the next step instead of through memory.
+    let inv = recip(depth + 1);
+    let mut upper = path[depth].pweight;
     for i in (0..depth).rev() {
-        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 / d1;
-        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 / d1;
+        let w = path[i].pweight;
+        path[i + 1].pweight = upper + one * w * ((i + 1) as f64 * inv);
+        upper = zero * w * ((depth - i) as f64 * inv);
     }
+    path[0].pweight = upper;
+}
+
+/// `1 / k` for the small integers of the path weights: divisions are the slowest instructions
+/// of the recursion, and the weights divide by `i + 1`, `depth − i` and `depth + 1` only.
+const RECIPROCAL: [f64; 66] = {
+    let mut r = [0.0; 66];
+    let mut k = 1;
+    while k < r.len() {
+        r[k] = 1.0 / k as f64;
+        k += 1;
+    }
+    r
+};
+
+fn recip(k: usize) -> f64 {
+    RECIPROCAL.get(k).copied().unwrap_or_else(|| 1.0 / k as f64)
 }
 
 fn unwind_path(path: &mut [PathElement], depth: usize, index: usize) {
@@ -357,13 +546,18 @@ fn unwind_path(path: &mut [PathElement], depth: usize, index: usize) {
     let zero = path[index].zero_fraction;
     let mut next_one = path[depth].pweight;
     let d1 = (depth + 1) as f64;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
+    let inv_d1 = recip(depth + 1);
+    if one != 0.0 {
+        let k = d1 / one;
+        for i in (0..depth).rev() {
             let tmp = path[i].pweight;
-            path[i].pweight = next_one * d1 / ((i + 1) as f64 * one);
-            next_one = tmp - path[i].pweight * zero * (depth - i) as f64 / d1;
-        } else {
-            path[i].pweight = path[i].pweight * d1 / (zero * (depth - i) as f64);
+            path[i].pweight = next_one * (k * recip(i + 1));
+            next_one = tmp - path[i].pweight * (zero * (depth - i) as f64 * inv_d1);
+        }
+    } else {
+        let k = d1 / zero;
+        for i in (0..depth).rev() {
+            path[i].pweight *= k * recip(depth - i);
         }
     }
     for i in index..depth {
@@ -379,13 +573,20 @@ fn unwound_path_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
     let mut next_one = path[depth].pweight;
     let d1 = (depth + 1) as f64;
     let mut total = 0.0;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
-            let tmp = next_one * d1 / ((i + 1) as f64 * one);
+    if one != 0.0 {
+        // The loop carries `next_one` from one step to the next: keep the constants off that
+        // chain (a multiply and a fused multiply-subtract per step).
+        let k = d1 / one;
+        let z = zero * recip(depth + 1);
+        for i in (0..depth).rev() {
+            let tmp = next_one * (k * recip(i + 1));
             total += tmp;
-            next_one = path[i].pweight - tmp * zero * ((depth - i) as f64 / d1);
-        } else {
-            total += (path[i].pweight / zero) / ((depth - i) as f64 / d1);
+            next_one = path[i].pweight - tmp * (z * (depth - i) as f64);
+        }
+    } else {
+        let k = d1 / zero;
+        for i in (0..depth).rev() {
+            total += path[i].pweight * k * recip(depth - i);
         }
     }
     total
@@ -412,10 +613,22 @@ fn tree_shap(
     extend_path(path, depth, parent_zero, parent_one, parent_feature);
     let n = &t.nodes[node];
     if n.left == LEAF {
+        // For an element the row does not follow (one = 0) the unwound sum is
+        // Σ pweight[j]·(d+1)/(zero·(d−j)), so w·(one − zero) = −Σ pweight[j]·(d+1)/(d−j): the same
+        // for all such elements of this leaf, computed once.
+        let mut cold = None;
+        let value = n.value as f64;
         for i in 1..=depth {
-            let w = unwound_path_sum(path, depth, i);
             let el = path[i];
-            phi[el.feature as usize] += w * (el.one_fraction - el.zero_fraction) * n.value as f64;
+            let weight = if el.one_fraction == 0.0 {
+                *cold.get_or_insert_with(|| {
+                    let d1 = (depth + 1) as f64;
+                    -(0..depth).map(|j| path[j].pweight * (d1 * recip(depth - j))).sum::<f64>()
+                })
+            } else {
+                unwound_path_sum(path, depth, i) * (el.one_fraction - el.zero_fraction)
+            };
+            phi[el.feature as usize] += weight * value;
         }
         return;
     }
@@ -502,6 +715,14 @@ impl Model for TreeModel {
         };
         Ok(Score { probability, model: self.id.clone(), contributions })
     }
+
+    fn predict_rows(&self, rows: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = self.features.len();
+        if !rows.len().is_multiple_of(n) {
+            return Err(ModelError::Inference(format!("{} values are not rows of {n} features", rows.len())));
+        }
+        Ok(self.ensemble.probabilities(rows).into_iter().map(|p| p as f32).collect())
+    }
 }
 
 #[cfg(test)]
@@ -549,6 +770,65 @@ mod tests {
         assert!((phi[0] - (-4.0 / 3.0)).abs() < 1e-9, "{phi:?}");
         assert!((phi[1] - 0.3125).abs() < 1e-9, "{phi:?}");
         assert!((phi[2] - (1.0 / 3.0 + 0.1875)).abs() < 1e-9, "bias {phi:?}");
+    }
+
+    /// The node-by-node walk, the reference for the perfect layout.
+    fn walked(m: &TreeEnsemble, x: &[f32]) -> f64 {
+        m.base_margin + m.trees.iter().map(|t| t.leaf(x) as f64).sum::<f64>()
+    }
+
+    #[test]
+    fn the_perfect_layout_walks_like_the_nodes_one_row_or_many() {
+        let m = TreeEnsemble::from_xgboost_json(MODEL).expect("model");
+        assert!(m.perfect.is_some());
+        // 3 × LANES + 3 rows: whole groups of rows and a remainder, values around every
+        // threshold, NaN in either feature.
+        let grid = [f32::NAN, -1.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+        let rows: Vec<[f32; 2]> =
+            (0..3 * LANES + 3).map(|i| [grid[i % grid.len()], grid[(i * 7 + 3) % grid.len()]]).collect();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let batch = m.probabilities(&flat);
+        for (x, p) in rows.iter().zip(batch) {
+            let expected = walked(&m, x);
+            assert_eq!(m.margin(x), expected, "{x:?}");
+            assert!((p - sigmoid(expected)).abs() < 1e-15, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn trees_deeper_than_the_perfect_layout_are_walked_node_by_node() {
+        // A chain of 10 splits on feature 0 (x < k goes left to leaf −k, else deeper), then +1.
+        let depth = PERFECT_MAX_DEPTH + 2;
+        let (mut left, mut right, mut cond, mut hess) = (vec![], vec![], vec![], vec![]);
+        for k in 0..depth {
+            let split = 2 * k;
+            left.push(split as i64 + 1);
+            right.push(split as i64 + 2);
+            cond.push(k as f32);
+            // leaf at split + 1
+            left.push(-1);
+            right.push(-1);
+            cond.push(-(k as f32));
+        }
+        left.push(-1);
+        right.push(-1);
+        cond.push(1.0);
+        hess.resize(left.len(), 1.0);
+        let n = left.len();
+        let tree = serde_json::json!({"left_children": left, "right_children": right,
+            "split_indices": vec![0; n], "split_conditions": cond, "default_left": vec![1; n],
+            "sum_hessian": hess});
+        let model = serde_json::json!({"learner": {
+            "gradient_booster": {"name": "gbtree", "model": {"tree_info": [0], "trees": [tree]}},
+            "learner_model_param": {"base_score": "5E-1", "num_feature": "1"},
+            "objective": {"name": "binary:logistic"}}});
+        let m = TreeEnsemble::from_xgboost_json(&model.to_string()).expect("model");
+        assert!(m.perfect.is_none());
+        assert_eq!(m.margin(&[3.5]), -4.0);
+        assert_eq!(m.margin(&[100.0]), 1.0);
+        assert_eq!(m.margin(&[f32::NAN]), -0.0);
+        let phi = m.shap(&[3.5]);
+        assert!((phi.iter().sum::<f64>() - m.margin(&[3.5])).abs() < 1e-9, "{phi:?}");
     }
 
     #[test]

@@ -66,7 +66,9 @@ pub fn check_file(path: &Path, expect: Option<Stage>) -> Result<CheckReport, Loa
             window_size = Some(n);
             format!("window-size() = {n}")
         }),
-        Stage::Score => plugin.score(&Features::default()).map(|s| format!("score = {}", s.probability)),
+        Stage::Score => {
+            plugin.score(&Features::default(), None).map(|s| format!("score = {}", s.probability))
+        }
         Stage::Policy => {
             let s = Score { probability: 0.5, model: "check".into(), contributions: Vec::new() };
             plugin

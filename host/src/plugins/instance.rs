@@ -11,7 +11,7 @@ use super::engine::PluginEngine;
 use super::{CallError, CompiledPlugin, WorldPre};
 use crate::config::{Limits, TenantConfig};
 use crate::metrics::{CallOutcome, StageMetrics};
-use crate::model::ModelRegistry;
+use crate::model::{ModelRegistry, Prefetched};
 use crate::store::History;
 use crate::types::{self, Stage};
 use std::collections::VecDeque;
@@ -82,6 +82,9 @@ pub struct StoreState {
     pub(crate) limiter: Limiter,
     pub(crate) ctx: Arc<CallContext>,
     pub(crate) logs_left: u32,
+    /// A probability computed in a batch for the window being scored (see
+    /// [`crate::model::Prefetched`]); set for one `score` call only.
+    pub(crate) prefetched: Option<Prefetched>,
 }
 
 impl WasiView for StoreState {
@@ -166,11 +169,21 @@ impl StagePlugin {
         })
     }
 
-    /// `score` of a scorer.
-    pub fn score(&self, features: &types::Features) -> Result<types::Score, CallError> {
+    /// `score` of a scorer. `prefetched` is the probability the batch computed for these
+    /// features, which the `predict` import serves when the scorer asks for exactly that.
+    pub fn score(
+        &self,
+        features: &types::Features,
+        prefetched: Option<Prefetched>,
+    ) -> Result<types::Score, CallError> {
         let f = features.into();
         self.call(|store, b| match b {
-            Bindings::Scorer(s) => s.call_score(store, &f).map(|r| r.map(Into::into)),
+            Bindings::Scorer(s) => {
+                store.data_mut().prefetched = prefetched;
+                let result = s.call_score(&mut *store, &f).map(|r| r.map(Into::into));
+                store.data_mut().prefetched = None;
+                result
+            }
             _ => Ok(Err(wrong_stage(Stage::Score))),
         })
     }
@@ -240,6 +253,7 @@ impl StagePlugin {
             limiter: Limiter { memory_cap: self.limits.memory_bytes(), hit: false },
             ctx: self.ctx.clone(),
             logs_left: super::bindings::LOG_LINES_PER_CALL,
+            prefetched: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);

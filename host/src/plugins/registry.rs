@@ -524,7 +524,7 @@ fn smoke(plugin: &StagePlugin, features: &mut Features) -> Result<(), CallError>
             let r = plugin.features(smoke_window(n)).map(|f| *features = f);
             ok_unless_trap(r)
         }
-        Stage::Score => ok_unless_trap(plugin.score(features).map(|_| ())),
+        Stage::Score => ok_unless_trap(plugin.score(features, None).map(|_| ())),
         Stage::Policy => {
             let score = Score { probability: 0.5, model: "smoke-test".into(), contributions: Vec::new() };
             ok_unless_trap(plugin.decide("smoke-test", 0, features, &score).map(|_| ()))

@@ -5,6 +5,7 @@
 mod cli;
 mod hot_swap;
 mod http;
+mod ingest;
 mod misbehaving;
 mod models;
 mod other_toolchains;

@@ -77,6 +77,9 @@ fn check_tree_model(name: &str) {
     let flat: Vec<f32> = p.rows.iter().flatten().copied().collect();
     let batch = model.ensemble().probabilities(&flat);
     assert!(batch.iter().zip(&xgb).all(|(a, b)| (a - b).abs() < 1e-5));
+    use edgepm::model::Model;
+    let batch = model.predict_rows(&flat).expect("batch");
+    assert!(batch.iter().zip(&xgb).all(|(a, b)| (*a as f64 - b).abs() < 1e-5));
 }
 
 #[test]
@@ -102,6 +105,13 @@ fn tract_matches_onnxruntime_on_the_mlp() {
     }
     assert!(p.rows.len() >= 1000);
     assert!(worst < 1e-5, "max |tract − onnxruntime| = {worst:e}");
+    // The batched plan (several windows ready at once) gives the same numbers. The MLP needs
+    // complete rows, which every parity row of it is.
+    let flat: Vec<f32> = p.rows.iter().flatten().copied().collect();
+    let batch = model.predict_rows(&flat).expect("batched inference");
+    assert_eq!(batch.len(), p.rows.len());
+    let worst = batch.iter().zip(&ort).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "batched: max |tract − onnxruntime| = {worst:e}");
 }
 
 #[test]

@@ -1,0 +1,105 @@
+//! The ingest core — decode, store, windows, plugins, outbox — on a real SQLite file, without a
+//! broker: windows completed by the same batch are scored together (one model call per tenant)
+//! and produce exactly what they produce one message at a time, cool-downs included.
+
+use crate::support::{self, Deployment};
+use edgepm::ingest::{Ingestor, Limits, Message};
+use edgepm::metrics::Metrics;
+use edgepm::plugins::PluginHost;
+use edgepm::store::{Durability, SqliteStore};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `n` canonical telemetry messages of `device`, one a second, ending a minute ago.
+fn readings(device: &str, n: usize, wear: f32) -> Vec<Message> {
+    let end = edgepm::outbox::now_ms() - 60_000;
+    let w = support::window("acme", device, n, end, wear);
+    (0..n)
+        .map(|i| {
+            let burst: Vec<String> =
+                w.channels[0].samples[i * 64..(i + 1) * 64].iter().map(|v| format!("{v:.5}")).collect();
+            let payload = format!(
+                r#"{{"ts": {}, "vibration": [{}], "temperature": {}, "current": {}}}"#,
+                w.timestamps_ms[i],
+                burst.join(","),
+                w.channels[1].samples[i],
+                w.channels[2].samples[i]
+            );
+            Message {
+                topic: format!("edgepm/acme/{device}/telemetry"),
+                payload: payload.into_bytes().into(),
+                received: Instant::now(),
+            }
+        })
+        .collect()
+}
+
+struct Host {
+    _d: Deployment,
+    host: Arc<PluginHost>,
+    ingestor: Ingestor,
+    db: std::path::PathBuf,
+}
+
+fn host() -> Host {
+    let d = Deployment::new();
+    d.add_tenant("acme", "hop = 8\n[settings]\ncooldown_minutes = 30\n");
+    let db = d.root.path().join("edgepm.db");
+    let store = Arc::new(SqliteStore::open(&db, Durability::Normal).expect("store"));
+    let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
+    let ingestor = Ingestor::new(host.clone(), store, Limits::default(), 8);
+    Host { _d: d, host, ingestor, db }
+}
+
+/// (device, window end, probability, alerts) of every stored prediction.
+fn predictions(db: &std::path::Path) -> Vec<(String, i64, f64, i64)> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut s = conn
+        .prepare(
+            "SELECT p.device, p.ts_ms, p.probability,
+                    (SELECT count(*) FROM alerts a WHERE a.device = p.device AND a.ts_ms = p.ts_ms)
+             FROM predictions p ORDER BY p.device, p.ts_ms",
+        )
+        .expect("query");
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn windows_ready_together_are_scored_in_one_model_call_with_the_same_results() {
+    let _timing = support::shared();
+    // A failing and a healthy motor, interleaved: 48 readings each → windows at readings 32, 40
+    // and 48 (window 32, hop 8), all six completed by one batch.
+    let failing = readings("MTR-042", 48, 3.0);
+    let healthy = readings("MTR-001", 48, 0.0);
+    let stream: Vec<Message> = failing.into_iter().zip(healthy).flat_map(|(a, b)| [a, b]).collect();
+
+    let mut together = host();
+    let report = together.ingestor.process(&stream, &[], edgepm::outbox::now_ms()).expect("batch");
+    assert_eq!((report.readings, report.windows, report.predictions), (96, 6, 6));
+    let metrics = together.host.metrics().encode();
+    let batched = support::metric(&metrics, "edgepm_model_batched_rows_total", &[("tenant", "acme")]);
+    assert_eq!(batched, 6.0, "one model call for the six windows");
+
+    let mut one_by_one = host();
+    for m in &stream {
+        one_by_one.ingestor.process(std::slice::from_ref(m), &[], edgepm::outbox::now_ms()).expect("batch");
+    }
+    let metrics = one_by_one.host.metrics().encode();
+    assert_eq!(support::metric(&metrics, "edgepm_model_batched_rows_total", &[("tenant", "acme")]), 0.0);
+
+    let (a, b) = (predictions(&together.db), predictions(&one_by_one.db));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, x.1, x.3), (&y.0, y.1, y.3), "same windows, same alerts");
+        assert!((x.2 - y.2).abs() < 1e-6, "{}: {} batched vs {} alone", x.0, x.2, y.2);
+    }
+    // The failing motor's three windows are 8 s apart: the 30-minute cool-down lets the first
+    // alert through and holds the two after it, also when all three are in one batch.
+    let alerts: Vec<i64> = a.iter().filter(|p| p.0 == "MTR-042").map(|p| p.3).collect();
+    assert!(a.iter().filter(|p| p.0 == "MTR-042").all(|p| p.2 > 0.8), "{a:?}");
+    assert_eq!(alerts, [1, 0, 0]);
+    assert!(a.iter().filter(|p| p.0 == "MTR-001").all(|p| p.2 < 0.5 && p.3 == 0), "{a:?}");
+}
