@@ -147,6 +147,7 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
         duration: options.duration,
         samples: crate::sim::DEFAULT_SAMPLES,
         retain_assets: true,
+        stagger: Duration::ZERO,
     };
     let published = runtime.block_on(crate::sim::publish(
         &broker.url(),

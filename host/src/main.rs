@@ -86,6 +86,10 @@ struct SimulateArgs {
     /// Random seed (the same seed gives the same motors).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Switch the motors on over this many seconds (motor i of N after i/N of it) instead of all
+    /// at once, so their windows do not all complete in the same instant.
+    #[arg(long, default_value_t = 0.0)]
+    stagger: f64,
 }
 
 #[derive(clap::Args)]
@@ -438,6 +442,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration.map(std::time::Duration::from_secs_f64),
         samples: args.samples,
         retain_assets: true,
+        stagger: std::time::Duration::from_secs_f64(args.stagger.max(0.0)),
     };
     tracing::info!(motors = args.motors, failing = args.failing, rate = args.rate, broker = %args.broker, "Simulating");
     let client_id = format!("edgepm-sim-{}", std::process::id());

@@ -6,7 +6,9 @@
 //! per transaction, then hands the batch's acknowledgements to the ingest session; the outbox
 //! dispatcher runs on another thread with its own store connection.
 
-use crate::ingest::mqtt::{ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session};
+use crate::ingest::mqtt::{
+    self, ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session,
+};
 use crate::ingest::{BatchReport, Ingestor, Limits};
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
@@ -254,6 +256,8 @@ pub struct Service {
     outbox_waker: Waker,
     ingest_thread: Option<std::thread::JoinHandle<()>>,
     outbox_thread: Option<std::thread::JoinHandle<()>>,
+    /// WAL checkpoints; stops with the outbox.
+    checkpoint_thread: Option<std::thread::JoinHandle<()>>,
     totals: Arc<std::sync::Mutex<Totals>>,
     http_addr: Option<SocketAddr>,
     /// The ingest session (current connection, subscriptions acknowledged).
@@ -289,7 +293,7 @@ impl Service {
 
         // Publishing session and the outbox dispatcher.
         let (out_client, out_loop) =
-            AsyncClient::new(config.mqtt.options(&format!("{}-out", config.mqtt.client_id), true)?, 4096);
+            mqtt::client(config.mqtt.options(&format!("{}-out", config.mqtt.client_id), true)?, 4096);
         let (acks_tx, acks_rx) = tokio::sync::watch::channel(0u64);
         let out_connected = Arc::new(AtomicBool::new(false));
         runtime.spawn(publish_session(out_loop, acks_tx, out_connected.clone(), stop_output_rx.clone()));
@@ -310,13 +314,18 @@ impl Service {
         let outbox_waker = waker.clone();
         let outbox_thread =
             std::thread::Builder::new().name("edgepm-outbox".into()).spawn(move || dispatcher.run())?;
+        let checkpoint_thread = SqliteStore::spawn_checkpointer(
+            &config.store_path(),
+            config.store.durability,
+            stop_outbox.clone(),
+        )?;
 
         // Ingest session and loop.
         // Persistent session, and acknowledgements sent by the ingest loop after each commit —
         // never by the client on receipt.
         let mut in_options = config.mqtt.options(&config.mqtt.client_id, false)?;
         in_options.set_manual_acks(true);
-        let (in_client, in_loop) = AsyncClient::new(in_options, 65_536);
+        let (in_client, in_loop) = mqtt::client(in_options, 65_536);
         let filters = vec![
             (config.mqtt.telemetry_filter(), QoS::AtLeastOnce),
             (ASSET_TOPIC.to_string(), QoS::AtLeastOnce),
@@ -385,6 +394,7 @@ impl Service {
             outbox_waker,
             ingest_thread: Some(ingest_thread),
             outbox_thread: Some(outbox_thread),
+            checkpoint_thread: Some(checkpoint_thread),
             totals,
             http_addr,
             connection,
@@ -438,6 +448,9 @@ impl Service {
         self.stop_outbox.store(true, Ordering::Relaxed); // in case the ingest loop died
         self.outbox_waker.wake();
         if let Some(t) = self.outbox_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.checkpoint_thread.take() {
             let _ = t.join();
         }
         let _ = self.stop_output.send(true);

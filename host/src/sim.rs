@@ -220,6 +220,10 @@ pub struct PublishOptions {
     pub samples: usize,
     /// Publish the asset metadata retained (default), so a host that starts later gets it.
     pub retain_assets: bool,
+    /// Motor `i` of `n` publishes its first reading `i/n × stagger` after the start, as if the
+    /// devices had been switched on at different moments. With 0, every motor starts at once and
+    /// their windows complete in the same instant, every hop (the worst case for latency).
+    pub stagger: std::time::Duration,
 }
 
 /// Publishes readings of every motor at `rate` per second each (QoS 1) until the duration is over
@@ -232,9 +236,9 @@ pub async fn publish(
     options: &PublishOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<u64> {
-    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    use rumqttc::{Event, Packet, QoS};
     let config = crate::ingest::mqtt::MqttConfig::new(url);
-    let (client, mut eventloop) = AsyncClient::new(config.options(client_id, true)?, 10_000);
+    let (client, mut eventloop) = crate::ingest::mqtt::client(config.options(client_id, true)?, 10_000);
     let (acked_tx, acked_rx) = tokio::sync::watch::channel(0u64);
     let driver = tokio::spawn(async move {
         loop {
@@ -276,8 +280,13 @@ pub async fn publish(
         while readings < due {
             let now = crate::outbox::now_ms();
             let count = motors.len();
-            let m = &mut motors[next_motor];
+            let index = next_motor;
             next_motor = (next_motor + 1) % count;
+            if elapsed < options.stagger.mul_f64(index as f64 / count as f64) {
+                readings += 1; // not switched on yet: its slot stays empty
+                continue;
+            }
+            let m = &mut motors[index];
             let (_, payload) = m.payload(now, elapsed.as_secs_f64(), options.samples);
             client.publish(m.topic(), QoS::AtLeastOnce, false, payload).await?;
             sent += 1;

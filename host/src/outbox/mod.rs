@@ -1,7 +1,10 @@
 //! Everything that leaves the host goes through the store's outbox: the ingest batch writes the
 //! messages in the same transaction as the predictions they describe, and the [`Dispatcher`]
 //! delivers them — MQTT publications (QoS 1, done only once the broker acknowledged them) and
-//! alert e-mail files — with exponential back-off per message. A host that was offline, or
+//! alert e-mail files — with exponential back-off per message. Publications are pipelined: a
+//! batch goes out as soon as it is committed, while earlier batches still wait for their
+//! acknowledgements (waiting for each batch's acknowledgements before sending the next held
+//! predictions back tens of milliseconds at 10k readings/s). A host that was offline, or
 //! killed, catches up when it comes back. Delivery is at least once: a message may be published
 //! twice after a crash, never zero times.
 //!
@@ -20,31 +23,40 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::time::Duration;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// Messages delivered per pass.
 const BATCH: usize = 512;
 /// How long the broker may take to acknowledge a batch of publications.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval of the store's WAL checkpoints.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Publications sent and not yet acknowledged before the dispatcher stops reading new ones.
+const MAX_IN_FLIGHT: usize = 4096;
 /// Messages kept in memory for a retry before new ones are left in the store.
 const MAX_RETRYING: usize = 10_000;
 /// Longest wait before a failed message is retried.
 const MAX_BACKOFF_MS: i64 = 5 * 60_000;
 
-/// Wakes the dispatcher (after a commit). Cheap and never blocks.
+/// Wakes the dispatcher (after a commit). Cheap and never blocks; a wake while the dispatcher
+/// is busy is kept for its next wait.
 #[derive(Clone)]
-pub struct Waker(SyncSender<()>);
+pub struct Waker(Arc<Notify>);
 
 impl Waker {
     pub fn wake(&self) {
-        if let Err(TrySendError::Disconnected(())) = self.0.try_send(()) {
-            // The dispatcher is gone (shutting down): nothing to wake.
-        }
+        self.0.notify_one();
     }
+}
+
+/// A batch of publications sent and waiting for the broker's acknowledgements.
+struct InFlight {
+    /// The publishing session's acknowledgement count at which the whole batch is acknowledged
+    /// (QoS 1 acknowledgements come back in the order of the publications).
+    target: u64,
+    items: Vec<OutboxItem>,
+    sent: Instant,
 }
 
 /// The MQTT side of the dispatcher: a client on its own connection, the count of publications
@@ -72,7 +84,7 @@ pub struct Dispatcher {
     mqtt: MqttOut,
     paths: Paths,
     metrics: TelemetryMetrics,
-    wake: Receiver<()>,
+    wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
     /// Ids delivered, for the ingest loop to delete.
     delivered: Sender<Vec<i64>>,
@@ -81,6 +93,10 @@ pub struct Dispatcher {
     cursor: i64,
     /// Failed messages with the time of their next attempt, oldest failure first.
     retry: VecDeque<(i64, OutboxItem)>,
+    /// Publications sent, oldest first, waiting for acknowledgements.
+    in_flight: VecDeque<InFlight>,
+    /// Acknowledgement count at which everything published so far is acknowledged.
+    published: u64,
     /// When the outbox depth gauge is refreshed next.
     next_depth: std::time::Instant,
 }
@@ -102,51 +118,98 @@ impl Dispatcher {
         if let Some(dir) = paths.mqtt_log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let wake = Arc::new(Notify::new());
+        let published = *mqtt.acks.borrow();
         Ok((
             Dispatcher {
                 store,
                 mqtt,
                 paths,
                 metrics,
-                wake: rx,
+                wake: wake.clone(),
                 stop,
                 delivered,
                 cursor: 0,
                 retry: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                published,
                 next_depth: std::time::Instant::now(),
             },
-            Waker(tx),
+            Waker(wake),
         ))
     }
 
     /// Delivers until stopped; a last pass runs after the stop so a clean shutdown leaves
-    /// nothing behind that could be delivered. This thread also checkpoints the store's WAL
-    /// (its connection is not the writer's), at most every [`CHECKPOINT_EVERY`].
+    /// nothing behind that could be delivered (it waits up to [`ACK_TIMEOUT`] for the last
+    /// acknowledgements).
     pub fn run(mut self) {
-        let mut next_checkpoint = std::time::Instant::now();
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             while self.pass() {}
-            if std::time::Instant::now() >= next_checkpoint || stopping {
-                next_checkpoint = std::time::Instant::now() + CHECKPOINT_EVERY;
-                if let Err(e) = self.store.checkpoint() {
-                    warn!(error = %e, "WAL checkpoint failed");
-                }
-            }
+            self.settle();
             if stopping {
+                let deadline = Instant::now() + ACK_TIMEOUT;
+                while !self.in_flight.is_empty() && Instant::now() < deadline {
+                    self.wait(deadline - Instant::now());
+                    self.settle();
+                }
                 break;
             }
-            match self.wake.recv_timeout(Duration::from_secs(1)) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => self.stop.store(true, Ordering::Relaxed),
-            }
+            self.wait(Duration::from_secs(1));
         }
-        if !self.retry.is_empty() {
+        if !self.retry.is_empty() || !self.in_flight.is_empty() {
             info!(
-                messages = self.retry.len(),
+                messages = self.retry.len() + self.in_flight.iter().map(|f| f.items.len()).sum::<usize>(),
                 "Undelivered messages at shutdown; delivered after the next start"
             );
+        }
+    }
+
+    /// Sleeps until woken (a commit), an acknowledgement arrives for a publication in flight,
+    /// or `limit` passes.
+    fn wait(&mut self, limit: Duration) {
+        let wake = self.wake.clone();
+        let mut acks = self.mqtt.acks.clone();
+        let waiting_for_acks = !self.in_flight.is_empty();
+        self.mqtt.runtime.block_on(async move {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = acks.changed(), if waiting_for_acks => {}
+                _ = tokio::time::sleep(limit) => {}
+            }
+        });
+    }
+
+    /// Completes the batches in flight the broker acknowledged; on a lost connection or a
+    /// timeout, schedules everything in flight for a retry (acknowledgements of a lost connection
+    /// never come, so the count restarts from what was acknowledged).
+    fn settle(&mut self) {
+        let acked = *self.mqtt.acks.borrow();
+        while let Some(f) = self.in_flight.front() {
+            if acked >= f.target {
+                let f = self.in_flight.pop_front().unwrap_or_else(|| unreachable!("front exists"));
+                self.log_mqtt(&f.items);
+                self.metrics.delivered(Sink::Mqtt.as_str()).inc_by(f.items.len() as u64);
+                self.done(&f.items.iter().map(|i| i.id).collect::<Vec<_>>());
+                continue;
+            }
+            let error = if !self.mqtt.connected.load(Ordering::Relaxed) {
+                "connection lost before the broker acknowledged".to_string()
+            } else if f.sent.elapsed() > ACK_TIMEOUT {
+                format!("no acknowledgement within {} s", ACK_TIMEOUT.as_secs())
+            } else {
+                break;
+            };
+            let lost: Vec<InFlight> = self.in_flight.drain(..).collect();
+            let messages: usize = lost.iter().map(|f| f.items.len()).sum();
+            self.metrics.delivery_failures(Sink::Mqtt.as_str()).inc();
+            warn!(messages, error = %error, "MQTT delivery failed; will retry");
+            let now = now_ms();
+            for f in &lost {
+                self.failed(f.items.iter(), &error, now);
+            }
+            self.published = acked;
+            break;
         }
     }
 
@@ -157,9 +220,10 @@ impl Dispatcher {
         while self.retry.front().is_some_and(|(at, _)| *at <= now) && due.len() < BATCH {
             due.extend(self.retry.pop_front().map(|(_, item)| item));
         }
-        // While many messages wait for a retry (the broker is unreachable), new ones stay in the
-        // store instead of piling up in memory.
-        if self.retry.len() < MAX_RETRYING {
+        // While many messages wait for a retry (the broker is unreachable) or for their
+        // acknowledgements, new ones stay in the store instead of piling up in memory.
+        let in_flight: usize = self.in_flight.iter().map(|f| f.items.len()).sum();
+        if self.retry.len() < MAX_RETRYING && in_flight < MAX_IN_FLIGHT {
             match self.store.outbox_after(self.cursor, BATCH - due.len()) {
                 Ok(fresh) => {
                     self.cursor = fresh.last().map_or(self.cursor, |i| i.id);
@@ -176,7 +240,7 @@ impl Dispatcher {
             progressed |= self.deliver_files(&files, now);
         }
         if !mqtt.is_empty() {
-            progressed |= self.deliver_mqtt(&mqtt, now);
+            progressed |= self.deliver_mqtt(mqtt, now);
         }
         if std::time::Instant::now() >= self.next_depth {
             // count(*) reads the whole table: once a second is plenty for a gauge.
@@ -207,36 +271,31 @@ impl Dispatcher {
         !delivered.is_empty()
     }
 
-    fn deliver_mqtt(&mut self, items: &[OutboxItem], now: i64) -> bool {
+    /// Sends `items` and puts them in flight; they are done when [`Dispatcher::settle`] sees
+    /// their acknowledgements.
+    fn deliver_mqtt(&mut self, items: Vec<OutboxItem>, now: i64) -> bool {
         if !self.mqtt.connected.load(Ordering::Relaxed) {
             // Not a failure of the messages: they wait for the connection.
             let at = now + 500;
-            self.retry.extend(items.iter().map(|i| (at, i.clone())));
+            self.retry.extend(items.into_iter().map(|i| (at, i)));
             return false;
         }
-        let target = *self.mqtt.acks.borrow() + items.len() as u64;
+        // Before sending: acknowledgements of this batch may arrive before `publish` returns.
+        let base = self.published.max(*self.mqtt.acks.borrow());
         let client = self.mqtt.client.clone();
-        let mut acks = self.mqtt.acks.clone();
-        let connected = self.mqtt.connected.clone();
-        let result: Result<(), String> = self.mqtt.runtime.block_on(async move {
-            for item in items {
+        let sent: Result<(), String> = self.mqtt.runtime.block_on(async {
+            for item in &items {
                 client
                     .publish(item.target.clone(), QoS::AtLeastOnce, false, item.payload.clone())
                     .await
                     .map_err(|e| format!("publishing: {e}"))?;
             }
-            let acked = acks.wait_for(|n| *n >= target || !connected.load(Ordering::Relaxed));
-            match tokio::time::timeout(ACK_TIMEOUT, acked).await {
-                Ok(Ok(n)) if *n >= target => Ok(()),
-                Ok(_) => Err("connection lost before the broker acknowledged".to_string()),
-                Err(_) => Err(format!("no acknowledgement within {} s", ACK_TIMEOUT.as_secs())),
-            }
+            Ok(())
         });
-        match result {
+        match sent {
             Ok(()) => {
-                self.log_mqtt(items);
-                self.metrics.delivered(Sink::Mqtt.as_str()).inc_by(items.len() as u64);
-                self.done(&items.iter().map(|i| i.id).collect::<Vec<_>>());
+                self.published = base + items.len() as u64;
+                self.in_flight.push_back(InFlight { target: self.published, items, sent: Instant::now() });
                 true
             }
             Err(e) => {

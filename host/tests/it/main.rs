@@ -9,6 +9,7 @@ mod ingest;
 mod misbehaving;
 mod models;
 mod other_toolchains;
+mod outbox;
 mod reference_plugins;
 mod replay;
 mod support;

@@ -36,9 +36,13 @@ impl Mosquitto {
 
     /// Starts mosquitto with `extra` appended to its configuration (e.g. a TLS listener).
     pub fn start_with(extra: &str) -> Mosquitto {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts mosquitto on `port` (e.g. a broker that comes back where the last one was).
+    pub fn start_on(port: u16, extra: &str) -> Mosquitto {
         let bin = require("mosquitto");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -68,6 +72,18 @@ impl Mosquitto {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze(&self) {
+        let ok = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().expect("kill");
+        assert!(ok.success(), "SIGSTOP mosquitto");
+    }
+
+    /// Kills the broker (SIGKILL, also when frozen): its connections are reset.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
