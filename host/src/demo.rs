@@ -1,6 +1,7 @@
 //! `edgepm demo`: the whole telemetry path on one machine with embedded defaults — an MQTT
 //! broker (rumqttd) on a free loopback port, the reference plugins deployed as tenant `default`,
-//! the baseline model, the host, and simulated motors of which some wear out.
+//! the trained bearing model (`models/bearing-xgb`, built into the binary), the host, and
+//! simulated motors of which some wear out.
 
 use crate::plugins::builtin;
 use crate::service::{HostConfig, Service};
@@ -13,6 +14,16 @@ use tracing::info;
 
 /// Tenant the demo deploys.
 pub const TENANT: &str = "default";
+
+/// The model the demo's tenant scores with: the XGBoost bearing model the training pipeline
+/// exported (`models/train.sh`), trained on the simulator's run-to-failure data. Its files are
+/// built into the binary so the demo needs neither a training step nor files next to it.
+pub const MODEL: &str = "bearing-xgb";
+const MODEL_FILES: [(&str, &[u8]); 3] = [
+    ("metadata.json", include_bytes!("../../models/bearing-xgb/metadata.json")),
+    ("model.json", include_bytes!("../../models/bearing-xgb/model.json")),
+    ("model.onnx", include_bytes!("../../models/bearing-xgb/model.onnx")),
+];
 
 /// An MQTT broker inside this process, listening on `127.0.0.1:<port>`.
 pub struct EmbeddedBroker {
@@ -67,7 +78,8 @@ dynamic_filters = true
 }
 
 /// Deploys the reference plugins as tenant [`TENANT`] (alert e-mails to a placeholder address,
-/// Portuguese wording) and the baseline model as `default`, keeping whatever is already there.
+/// Portuguese wording) scoring with [`MODEL`], plus the hand-weighted baseline as model `default`
+/// (which data folders of earlier versions name), keeping whatever is already there.
 pub fn prepare(data_dir: &Path) -> anyhow::Result<()> {
     let tenant = data_dir.join("plugins").join(TENANT);
     std::fs::create_dir_all(&tenant).with_context(|| format!("creating {}", tenant.display()))?;
@@ -83,13 +95,21 @@ pub fn prepare(data_dir: &Path) -> anyhow::Result<()> {
         std::fs::write(
             &toml,
             "# Written by `edgepm demo`. See docs/plugins.md for every key.\n\
-             threshold = 0.8\nmodel = \"default\"\n\n[alerts]\nemail = [\"manutencao@example.com\"]\n\n\
+             threshold = 0.8\nmodel = \"bearing-xgb\"\n\n[alerts]\nemail = [\"manutencao@example.com\"]\n\n\
              [settings]\nlanguage = \"pt\"\ncooldown_minutes = 60\n",
         )?;
     }
     let models = data_dir.join("models");
     if !models.join(crate::config::DEFAULT_MODEL).join("metadata.json").exists() {
         crate::model::baseline::write(&models, crate::config::DEFAULT_MODEL)?;
+    }
+    let trained = models.join(MODEL);
+    if !trained.join("metadata.json").exists() {
+        std::fs::create_dir_all(&trained).with_context(|| format!("creating {}", trained.display()))?;
+        for (name, bytes) in MODEL_FILES {
+            let path = trained.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     Ok(())
 }

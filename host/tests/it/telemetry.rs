@@ -351,6 +351,17 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     let db = rusqlite::Connection::open(data.join("edgepm.db")).expect("store");
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect("query") };
     assert!(count("SELECT count(*) FROM predictions") > 50, "{stdout}");
+    // Scored by the trained bearing model the demo deploys, explained above the threshold.
+    assert_eq!(
+        count("SELECT count(*) FROM predictions WHERE model NOT LIKE 'bearing-xgb@%'"),
+        0,
+        "{stdout}"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM predictions WHERE is_failure AND contributions = '[]'"),
+        0,
+        "every alerting prediction carries its SHAP contributions\n{stdout}"
+    );
     assert!(
         count("SELECT count(*) FROM predictions WHERE device = 'MTR-001' AND is_failure") > 0,
         "{stdout}"
