@@ -10,7 +10,8 @@
 # Usage: scripts/bench/telemetry.sh [N=50000] [RATE=10000]
 #   DEVICE_SETS="100 1000"   motor counts of the drain runs (the peer runs with the first)
 #   DURABILITY="full normal" store durability of the drain runs
-#   PEER_DIR  the peer's folder (default ../shared/bench next to the repository); SKIP_PEER=1
+#   PEER_DIR  the peer's folder (default ../shared/bench next to the repository); SKIP_PEER=1,
+#   SKIP_LATENCY=1 leave those runs out
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-50000}; RATE=${2:-10000}
@@ -136,7 +137,9 @@ done
 # spread in time as in a fleet of independent devices. Lockstep: all switched on at once, so
 # every window of the fleet completes within the same 0.1 s, once per hop (the worst case).
 stagger=$("$py" -c "print(8 / ($RATE / 1000))")
-for dur in ${DURABILITY:-full normal}; do latency "$dur" "$stagger"; latency "$dur" 0; done
+if [ -z "${SKIP_LATENCY:-}" ]; then
+  for dur in ${DURABILITY:-full normal}; do latency "$dur" "$stagger"; latency "$dur" 0; done
+fi
 if [ -z "${SKIP_PEER:-}" ]; then
   DEVICES=${sets%% *} "$PEER_DIR/run_peer.sh" "$N"
 fi
