@@ -357,6 +357,7 @@ impl Service {
             metrics: telemetry,
             store: store.clone(),
             retention_days: config.store.retention_days,
+            pause_before_ack: pause_before_ack()?,
         };
         let ingest_thread =
             std::thread::Builder::new().name("edgepm-ingest".into()).spawn(move || ingest.run())?;
@@ -487,6 +488,25 @@ struct IngestLoop {
     metrics: crate::metrics::TelemetryMetrics,
     store: Arc<SqliteStore>,
     retention_days: u32,
+    /// Fault injection for tests ([`PAUSE_BEFORE_ACK_ENV`]): a pause between a batch's commit
+    /// and its acknowledgements.
+    pause_before_ack: Option<Duration>,
+}
+
+/// Environment variable (milliseconds) that makes the ingest loop pause after each commit,
+/// before acknowledging: the window in which a crash leaves messages stored but unacknowledged,
+/// made wide enough for a test to kill the process inside it. Never set it in production.
+pub const PAUSE_BEFORE_ACK_ENV: &str = "EDGEPM_FAULT_PAUSE_BEFORE_ACK_MS";
+
+fn pause_before_ack() -> anyhow::Result<Option<Duration>> {
+    match std::env::var(PAUSE_BEFORE_ACK_ENV) {
+        Err(_) => Ok(None),
+        Ok(ms) => {
+            let ms: u64 = ms.trim().parse().with_context(|| format!("{PAUSE_BEFORE_ACK_ENV}={ms:?}"))?;
+            warn!(ms, "Fault injection: pausing between each commit and its acknowledgements");
+            Ok(Some(Duration::from_millis(ms)))
+        }
+    }
 }
 
 impl IngestLoop {
@@ -547,6 +567,9 @@ impl IngestLoop {
             messages.extend(batch.iter().map(|d| d.message.clone()));
             match self.ingestor.process(&messages, &delivered, now_ms()) {
                 Ok(report) => {
+                    if let Some(pause) = self.pause_before_ack {
+                        std::thread::sleep(pause);
+                    }
                     self.acknowledge(&batch);
                     self.waker.wake();
                     let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -303,6 +303,40 @@ fn a_host_killed_mid_stream_loses_no_acknowledged_reading() {
 
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
+fn a_host_killed_between_commit_and_acknowledgement_stores_the_redelivered_batch_once() {
+    let toml = "threshold = 0.8\nmodel = \"default\"\nhop = 4\n[settings]\nwindow_size = 8\n";
+    let Setup { mut host, broker, data: _data, root: _root } = serve_acme(toml);
+    // The host pauses 3 s between each commit and its acknowledgements: killed in that pause,
+    // it leaves readings stored that the broker still holds as unacknowledged.
+    host.kill9();
+    host.env = vec![(edgepm::service::PAUSE_BEFORE_ACK_ENV.into(), "3000".into())];
+    host.restart();
+    const N: usize = 40;
+    broker.publish_lines("edgepm/acme/M0/telemetry", &readings("M0", false, N, 3));
+    let stored = wait_until(Duration::from_secs(30), || host.count("SELECT count(*) FROM readings") > 0);
+    assert!(stored.is_some(), "the first batch was committed");
+    host.kill9();
+    let at_kill = host.count("SELECT count(*) FROM readings");
+    assert!(host.log_text().contains("Fault injection"), "the pause was in effect");
+
+    host.env.clear();
+    host.restart();
+    let all = wait_until(Duration::from_secs(30), || host.count("SELECT count(*) FROM readings") == N as i64);
+    assert!(all.is_some(), "{} of {N} readings", host.count("SELECT count(*) FROM readings"));
+    // Windows of 8 every 4 readings: (40 − 8) / 4 + 1 = 9, each scored once.
+    wait_until(Duration::from_secs(30), || host.count("SELECT count(*) FROM predictions") == 9);
+    assert_eq!(host.count("SELECT count(*) FROM predictions"), 9, "one prediction per window");
+    assert_eq!(host.count("SELECT count(*) FROM features"), 9);
+    // The broker sent the committed readings again (they were never acknowledged): each is
+    // recognised as a duplicate, acknowledged, and not stored twice.
+    let (_, metrics) = crate::http::get(host.http_addr(), "/metrics");
+    let duplicates = crate::support::metric(&metrics, "edgepm_readings_duplicate_total", &[]);
+    assert_eq!(duplicates, at_kill as f64, "{at_kill} readings were stored before the kill");
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_host_connects_with_mutual_tls() {
     let certs = crate::support::broker::Certificates::generate();
     let tls_port = crate::support::broker::free_port();
@@ -352,11 +386,7 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect("query") };
     assert!(count("SELECT count(*) FROM predictions") > 50, "{stdout}");
     // Scored by the trained bearing model the demo deploys, explained above the threshold.
-    assert_eq!(
-        count("SELECT count(*) FROM predictions WHERE model NOT LIKE 'bearing-xgb@%'"),
-        0,
-        "{stdout}"
-    );
+    assert_eq!(count("SELECT count(*) FROM predictions WHERE model NOT LIKE 'bearing-xgb@%'"), 0, "{stdout}");
     assert_eq!(
         count("SELECT count(*) FROM predictions WHERE is_failure AND contributions = '[]'"),
         0,

@@ -208,6 +208,8 @@ pub fn data_dir_with_tenant(root: &Path, tenant: &str, tenant_toml: &str) -> Pat
 /// `edgepm run` as a child process.
 pub struct HostProcess {
     child: Option<Child>,
+    /// Extra environment of the next (re)start.
+    pub env: Vec<(String, String)>,
     pub config: PathBuf,
     pub log: PathBuf,
     pub data: PathBuf,
@@ -226,7 +228,13 @@ impl HostProcess {
             ),
         )
         .expect("config");
-        let mut h = HostProcess { child: None, config, log: root.join("host.log"), data: data.to_path_buf() };
+        let mut h = HostProcess {
+            child: None,
+            env: Vec::new(),
+            config,
+            log: root.join("host.log"),
+            data: data.to_path_buf(),
+        };
         h.restart();
         h
     }
@@ -240,6 +248,7 @@ impl HostProcess {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info,cranelift=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
