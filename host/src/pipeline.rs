@@ -1,8 +1,9 @@
-//! One window through a tenant's three stages: preprocess → score → policy.
+//! Windows through a tenant's three stages: preprocess → score → policy.
 //!
-//! The window runs on one snapshot of the tenant's plugins, so a hot swap lands between two
-//! windows, never inside one. Features are recorded in the history before the policy runs (its
-//! "abnormal since" queries include the current window); alerts after it (cool-downs).
+//! A window — and a group of windows ready together ([`process_windows`]) — runs on one snapshot
+//! of the tenant's plugins, so a hot swap lands between two windows or groups, never inside one.
+//! Features are recorded in the history before the policy runs (its "abnormal since" queries
+//! include the current window); alerts after it (cool-downs).
 
 use crate::model::Prefetched;
 use crate::plugins::{CallError, PluginHost, TenantPipeline};

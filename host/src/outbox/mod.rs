@@ -184,7 +184,8 @@ impl Dispatcher {
     /// timeout, schedules everything in flight for a retry (acknowledgements of a lost connection
     /// never come, so the count restarts from what was acknowledged).
     fn settle(&mut self) {
-        let acked = *self.mqtt.acks.borrow();
+        // Marks the count seen: `wait` then sleeps until the next acknowledgement.
+        let acked = *self.mqtt.acks.borrow_and_update();
         while let Some(f) = self.in_flight.front() {
             if acked >= f.target {
                 let f = self.in_flight.pop_front().unwrap_or_else(|| unreachable!("front exists"));
