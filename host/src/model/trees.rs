@@ -337,9 +337,11 @@ impl TreeEnsemble {
         }
         let depth = trees.iter().map(|t| t.depth).max().unwrap_or(0);
         // A model whose trees are all single leaves has no feature to index: walk it node by node.
-        // (The top bit of a split's feature index holds its default direction.)
+        // (The top bit of a split's feature index holds its default direction; an ensemble of
+        // single leaves has nothing to walk.)
         let fits = n_features > 0 && n_features < DEFAULT_LEFT as usize;
-        let perfect = (depth <= PERFECT_MAX_DEPTH && fits).then(|| Perfect::build(&trees, depth));
+        let perfect =
+            ((1..=PERFECT_MAX_DEPTH).contains(&depth) && fits).then(|| Perfect::build(&trees, depth));
         Ok(TreeEnsemble { trees, perfect, base_margin, n_features })
     }
 
@@ -829,6 +831,20 @@ mod tests {
         assert_eq!(m.margin(&[f32::NAN]), -0.0);
         let phi = m.shap(&[3.5]);
         assert!((phi.iter().sum::<f64>() - m.margin(&[3.5])).abs() < 1e-9, "{phi:?}");
+    }
+
+    #[test]
+    fn an_ensemble_of_single_leaves_scores_rows_one_by_one_and_batched() {
+        let leaf = serde_json::json!({"left_children": [-1], "right_children": [-1],
+            "split_indices": [0], "split_conditions": [0.25], "default_left": [0], "sum_hessian": [1.0]});
+        let model = serde_json::json!({"learner": {
+            "gradient_booster": {"name": "gbtree", "model": {"tree_info": [0, 0], "trees": [leaf, leaf]}},
+            "learner_model_param": {"base_score": "5E-1", "num_feature": "2"},
+            "objective": {"name": "binary:logistic"}}});
+        let m = TreeEnsemble::from_xgboost_json(&model.to_string()).expect("model");
+        assert_eq!(m.margin(&[1.0, 2.0]), 0.5);
+        let rows = vec![1.0f32; 2 * (LANES + 1)];
+        assert!(m.probabilities(&rows).iter().all(|&p| (p - sigmoid(0.5)).abs() < 1e-15));
     }
 
     #[test]
