@@ -4,7 +4,7 @@
 //!   cargo bench -p edgepm --bench models
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use edgepm::model::{Metadata, ModelRegistry, TreeModel};
+use edgepm::model::{ModelRegistry, TreeModel};
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -23,11 +23,7 @@ fn rows(model: &str) -> Vec<Vec<f32>> {
 }
 
 fn tree(name: &str) -> TreeModel {
-    let dir = fixtures().join(name);
-    let meta: Metadata =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).expect("metadata"))
-            .expect("json");
-    TreeModel::load(&dir.join(&meta.file), &meta).expect("model")
+    TreeModel::open(&fixtures().join(name)).expect("model")
 }
 
 fn benches(c: &mut Criterion) {

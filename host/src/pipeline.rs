@@ -35,21 +35,42 @@ pub enum PipelineError {
 
 /// Runs `window` through its tenant's current plugins.
 pub fn process_window(host: &PluginHost, window: Window) -> Result<WindowOutcome, PipelineError> {
-    process_windows(host, vec![window]).next().unwrap_or_else(|| unreachable!("one outcome per window"))
+    process_windows(host, vec![window]).next().unwrap_or_else(|| unreachable!("one outcome per window")).1
+}
+
+/// Which window an outcome of [`process_windows`] is for — also when it failed.
+#[derive(Debug, Clone)]
+pub struct WindowId {
+    pub tenant: String,
+    pub device: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Readings in the window.
+    pub readings: usize,
+}
+
+impl WindowId {
+    fn of(w: &Window) -> WindowId {
+        WindowId {
+            tenant: w.tenant.clone(),
+            device: w.device.clone(),
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            readings: w.timestamps_ms.len(),
+        }
+    }
 }
 
 /// One window on its way through [`process_windows`]: its tenant's plugins and its features, or
 /// why there are none.
 struct Pending {
-    tenant: String,
-    device: String,
-    end_ms: i64,
+    id: WindowId,
     features: Result<(Arc<TenantPipeline>, Features), PipelineError>,
     prefetched: Option<Prefetched>,
 }
 
 /// Runs windows that are ready at the same time (in arrival order) through their tenants'
-/// plugins, returning one outcome per window in the same order.
+/// plugins, returning one outcome per window, with its [`WindowId`], in the same order.
 ///
 /// Each tenant's plugins are taken once for the whole call, so a hot swap lands between two
 /// calls. Stages run as: every window's features first (the preprocessor sees nothing but its
@@ -63,7 +84,7 @@ struct Pending {
 pub fn process_windows(
     host: &PluginHost,
     windows: Vec<Window>,
-) -> impl Iterator<Item = Result<WindowOutcome, PipelineError>> + '_ {
+) -> impl Iterator<Item = (WindowId, Result<WindowOutcome, PipelineError>)> + '_ {
     let mut snapshots: HashMap<String, Arc<TenantPipeline>> = HashMap::new();
     let mut pending = Vec::with_capacity(windows.len());
     for window in windows {
@@ -73,19 +94,19 @@ pub fn process_windows(
                 snapshots.insert(window.tenant.clone(), p.clone());
             }),
         };
-        let (tenant, device, end_ms) = (window.tenant.clone(), window.device.clone(), window.end_ms);
+        let id = WindowId::of(&window);
         let features = match pipeline {
-            None => Err(PipelineError::UnknownTenant(tenant.clone())),
+            None => Err(PipelineError::UnknownTenant(id.tenant.clone())),
             Some(p) => run(host, &p, Stage::Preprocess, |s| s.features(window)).map(|f| (p, f)),
         };
-        pending.push(Pending { tenant, device, end_ms, features, prefetched: None });
+        pending.push(Pending { id, features, prefetched: None });
     }
     for pipeline in snapshots.values() {
         prefetch(host, pipeline, &mut pending);
     }
     pending.into_iter().map(move |w| {
-        let (p, features) = w.features?;
-        finish(host, &p, w.tenant, w.device, w.end_ms, features, w.prefetched)
+        let outcome = w.features.and_then(|(p, features)| finish(host, &p, &w.id, features, w.prefetched));
+        (w.id, outcome)
     })
 }
 
@@ -127,12 +148,11 @@ fn prefetch(host: &PluginHost, pipeline: &Arc<TenantPipeline>, pending: &mut [Pe
 fn finish(
     host: &PluginHost,
     p: &TenantPipeline,
-    tenant: String,
-    device: String,
-    end_ms: i64,
+    id: &WindowId,
     features: Features,
     prefetched: Option<Prefetched>,
 ) -> Result<WindowOutcome, PipelineError> {
+    let (tenant, device, end_ms) = (id.tenant.clone(), id.device.clone(), id.end_ms);
     host.history().record_features(&tenant, &device, end_ms, &features);
     let score = run(host, p, Stage::Score, |s| s.score(&features, prefetched))?;
     let decision = run(host, p, Stage::Policy, |s| s.decide(&device, end_ms, &features, &score))?;

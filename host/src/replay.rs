@@ -183,18 +183,16 @@ fn score(
     out: &mut csv::Writer<impl Write>,
     summary: &mut ReplaySummary,
 ) -> anyhow::Result<()> {
-    let ids: Vec<(String, String, i64)> =
-        ready.iter().map(|(id, w)| (id.clone(), w.device.clone(), w.end_ms)).collect();
-    let outcomes = process_windows(host, ready.into_iter().map(|(_, w)| w).collect());
-    for ((id, device, end), outcome) in ids.into_iter().zip(outcomes) {
+    let (rows, windows): (Vec<String>, Vec<Window>) = ready.into_iter().unzip();
+    for (row, (window, outcome)) in rows.into_iter().zip(process_windows(host, windows)) {
         match outcome {
             Ok(o) => {
                 summary.failures += o.decision.is_failure as u64;
                 let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
                 out.write_record([
-                    id,
-                    device,
-                    crate::outbox::messages::rfc3339(end),
+                    row,
+                    window.device,
+                    crate::outbox::messages::rfc3339(window.end_ms),
                     format!("{:.6}", o.score.probability),
                     (o.decision.is_failure as u8).to_string(),
                     o.score.model.clone(),
@@ -204,7 +202,7 @@ fn score(
             }
             Err(e) => {
                 summary.errors += 1;
-                tracing::warn!(row = %id, %device, error = %e, "Window not scored");
+                tracing::warn!(%row, device = %window.device, error = %e, "Window not scored");
             }
         }
     }

@@ -219,28 +219,22 @@ impl Ingestor {
         if ready.is_empty() {
             return Ok(());
         }
-        let spans: Vec<(i64, usize)> = ready.iter().map(|w| (w.start_ms, w.timestamps_ms.len())).collect();
-        let keys: Vec<(String, String, i64)> =
-            ready.iter().map(|w| (w.tenant.clone(), w.device.clone(), w.end_ms)).collect();
         // Lazily: each outcome is stored before the next window's policy asks the history.
         let host = self.host.clone();
-        let outcomes = process_windows(&host, ready);
-        for ((outcome, (start_ms, readings)), (tenant, device, end_ms)) in
-            outcomes.into_iter().zip(spans).zip(keys)
-        {
+        for (id, outcome) in process_windows(&host, ready) {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
                     report.window_errors += 1;
-                    self.counters(&tenant).window_errors.inc();
-                    warn!(%tenant, %device, end_ms, error = %e, "Window not scored");
+                    self.counters(&id.tenant).window_errors.inc();
+                    warn!(tenant = %id.tenant, device = %id.device, end_ms = id.end_ms, error = %e, "Window not scored");
                     continue;
                 }
             };
-            self.store_outcome(&outcome, start_ms, readings, now_ms)?;
+            self.store_outcome(&outcome, id.start_ms, id.readings, now_ms)?;
             report.predictions += 1;
             report.alerts += outcome.decision.alerts.len() as u64;
-            let c = self.counters(&tenant);
+            let c = self.counters(&id.tenant);
             c.predictions.inc();
             if !outcome.decision.alerts.is_empty() {
                 c.alerts.inc_by(outcome.decision.alerts.len() as u64);

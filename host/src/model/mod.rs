@@ -75,6 +75,19 @@ pub struct Metadata {
     pub created: Option<String>,
 }
 
+impl Metadata {
+    /// Reads `<folder>/metadata.json`; a model needs at least one feature.
+    pub fn read(folder: &Path) -> Result<Metadata, String> {
+        let path = folder.join("metadata.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta: Metadata = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.features.is_empty() {
+            return Err(format!("{}: no features", path.display()));
+        }
+        Ok(meta)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -187,14 +200,7 @@ impl ModelRegistry {
     fn load(&self, name: &str) -> Result<Arc<dyn Model>, ModelError> {
         let err = |reason: String| ModelError::Load { name: name.to_string(), reason };
         let folder = self.dir.join(name);
-        let meta_path = folder.join("metadata.json");
-        let text =
-            std::fs::read_to_string(&meta_path).map_err(|e| err(format!("{}: {e}", meta_path.display())))?;
-        let meta: Metadata =
-            serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", meta_path.display())))?;
-        if meta.features.is_empty() {
-            return Err(err(format!("{}: no features", meta_path.display())));
-        }
+        let meta = Metadata::read(&folder).map_err(err)?;
         let model: Arc<dyn Model> = match meta.engine {
             Engine::Onnx => Arc::new(OnnxModel::load(&folder.join(&meta.file), &meta).map_err(err)?),
             Engine::Xgboost => Arc::new(TreeModel::load(&folder.join(&meta.file), &meta).map_err(err)?),

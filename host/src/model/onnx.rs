@@ -163,9 +163,7 @@ mod tests {
     fn a_prediction_leaves_the_upper_vector_state_clean() {
         let dir = tempfile::tempdir().expect("tempdir");
         let folder = super::super::baseline::write(dir.path(), "m").expect("model");
-        let meta: Metadata =
-            serde_json::from_str(&std::fs::read_to_string(folder.join("metadata.json")).expect("meta"))
-                .expect("metadata");
+        let meta = Metadata::read(&folder).expect("metadata");
         let model = OnnxModel::load(&folder.join("model.onnx"), &meta).expect("loads");
         let p = model.predict_row(&[3.0, 3.5, 70.0, 12.0], false).expect("predicts").probability;
         let in_use = upper_vector_state_in_use();

@@ -661,6 +661,12 @@ pub struct TreeModel {
 }
 
 impl TreeModel {
+    /// The tree model in `folder` (its `metadata.json` and the file it names).
+    pub fn open(folder: &Path) -> Result<TreeModel, String> {
+        let meta = Metadata::read(folder)?;
+        TreeModel::load(&folder.join(&meta.file), &meta)
+    }
+
     pub fn load(path: &Path, meta: &Metadata) -> Result<TreeModel, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let ensemble =

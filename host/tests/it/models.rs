@@ -3,7 +3,7 @@
 //! missing values — with XGBoost's `predict_proba` and `pred_contribs` and onnxruntime's output
 //! on the exported ONNX.
 
-use edgepm::model::{Metadata, ModelRegistry, TreeModel};
+use edgepm::model::{ModelRegistry, TreeModel};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -42,11 +42,7 @@ impl Parity {
 }
 
 fn tree_model(name: &str) -> TreeModel {
-    let dir = fixtures().join(name);
-    let meta: Metadata =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).expect("metadata"))
-            .expect("valid");
-    TreeModel::load(&dir.join(&meta.file), &meta).expect("tree model")
+    TreeModel::open(&fixtures().join(name)).expect("tree model")
 }
 
 fn check_tree_model(name: &str) {
