@@ -235,6 +235,11 @@ impl FolderArgs {
         o.cache_dir = Some(self.cache_dir.clone().unwrap_or_else(|| self.plugins_dir.join(".cache")));
         o
     }
+
+    /// A plugin host over these folders with an in-memory history (no store).
+    fn open_host(&self) -> anyhow::Result<Arc<PluginHost>> {
+        PluginHost::open(self.options(), Arc::new(MemoryHistory::default()), Arc::new(Metrics::new()))
+    }
 }
 
 #[derive(clap::Args)]
@@ -299,11 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(folders) => {
-            let host = PluginHost::open(
-                folders.options(),
-                Arc::new(MemoryHistory::default()),
-                Arc::new(Metrics::new()),
-            )?;
+            let host = folders.open_host()?;
             for name in host.tenant_names() {
                 if let Some(p) = host.tenant(&name) {
                     let [pre, score, policy] = p.versions();
@@ -335,11 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
-    let host = PluginHost::open(
-        args.folders.options(),
-        Arc::new(MemoryHistory::default()),
-        Arc::new(Metrics::new()),
-    )?;
+    let host = args.folders.open_host()?;
     let _watcher =
         if args.no_watch { None } else { Some(host.watch().context("watching the plugins folder")?) };
     let _http = match args.http {
@@ -454,11 +451,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let host = PluginHost::open(
-        args.folders.options(),
-        Arc::new(MemoryHistory::default()),
-        Arc::new(Metrics::new()),
-    )?;
+    let host = args.folders.open_host()?;
     let mut opts = edgepm::replay::ReplayOptions::new(&args.tenant);
     opts.device_column = args.device_column;
     opts.id_column = args.id_column;

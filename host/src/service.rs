@@ -529,19 +529,11 @@ impl IngestLoop {
                     self.stop_outbox.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.waker.wake();
                     delivered.extend(self.delivered.iter().flatten());
-                    if !delivered.is_empty()
-                        && let Err(e) = self.ingestor.process(&[], &delivered, now_ms())
-                    {
-                        warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
-                    }
+                    self.delete_delivered(&delivered);
                     return;
                 }
                 Err(_) => {
-                    if !delivered.is_empty()
-                        && let Err(e) = self.ingestor.process(&[], &delivered, now_ms())
-                    {
-                        warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
-                    }
+                    self.delete_delivered(&delivered);
                     continue;
                 }
             }
@@ -595,6 +587,15 @@ impl IngestLoop {
                     Err(e) => warn!(error = %e, "Purging old rows failed"),
                 }
             }
+        }
+    }
+
+    /// Deletes outbox messages the dispatcher delivered, in a transaction of their own.
+    fn delete_delivered(&mut self, ids: &[i64]) {
+        if !ids.is_empty()
+            && let Err(e) = self.ingestor.process(&[], ids, now_ms())
+        {
+            warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
         }
     }
 
