@@ -162,20 +162,11 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
     let mut motors = crate::sim::fleet(TENANT, options.motors, options.failing, 0.1 * span, 0.6 * span, 42);
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let publish = crate::sim::PublishOptions {
-        rate: options.rate,
-        duration: options.duration,
-        samples: crate::sim::DEFAULT_SAMPLES,
-        retain_assets: true,
-        stagger: Duration::ZERO,
-    };
-    let published = runtime.block_on(crate::sim::publish(
-        &broker.url(),
-        "edgepm-demo-sim",
-        &mut motors,
-        &publish,
-        stop,
-    ))?;
+    let mut publish = crate::sim::PublishOptions::new(options.rate);
+    publish.duration = options.duration;
+    let published = runtime
+        .block_on(crate::sim::publish(&broker.url(), "edgepm-demo-sim", &mut motors, &publish, stop))?
+        .acked;
 
     // Let the host drain what was published and deliver its outbox.
     let drain_deadline = Instant::now() + Duration::from_secs(15);

@@ -220,22 +220,170 @@ pub struct PublishOptions {
     pub samples: usize,
     /// Publish the asset metadata retained (default), so a host that starts later gets it.
     pub retain_assets: bool,
-    /// Motor `i` of `n` publishes its first reading `i/n × stagger` after the start, as if the
-    /// devices had been switched on at different moments. With 0, every motor starts at once and
-    /// their windows complete in the same instant, every hop (the worst case for latency).
+    /// Motor `i` of `n` is switched on `i/n × stagger` after the start and then publishes on its
+    /// own clock, as devices switched on at different moments do. A stagger shorter than one
+    /// reading period counts as one period, so readings are always spread evenly in time; with
+    /// it (0) every motor's windows complete within the same period, every hop (the worst case
+    /// for latency); with `hop / rate` the fleet's windows are spread evenly over time.
     pub stagger: std::time::Duration,
+    /// Also subscribe to the predictions and measure publish → prediction latency.
+    pub measure_latency: bool,
+}
+
+impl PublishOptions {
+    /// Options for `rate` readings per second per motor, with every other default.
+    pub fn new(rate: f64) -> PublishOptions {
+        PublishOptions {
+            rate,
+            duration: None,
+            samples: DEFAULT_SAMPLES,
+            retain_assets: true,
+            stagger: std::time::Duration::ZERO,
+            measure_latency: false,
+        }
+    }
+}
+
+/// When each motor publishes: motor `i` of `n` first at `i/n × max(stagger, period)`, then every
+/// `period`. Yields `(due, motor)` in time order.
+#[derive(Debug)]
+pub struct Schedule {
+    period: std::time::Duration,
+    due: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::Duration, usize)>>,
+}
+
+impl Schedule {
+    pub fn new(motors: usize, rate: f64, stagger: std::time::Duration) -> Schedule {
+        let period = std::time::Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let spread = stagger.max(period);
+        let n = motors.max(1);
+        let due = (0..motors).map(|i| std::cmp::Reverse((spread.mul_f64(i as f64 / n as f64), i))).collect();
+        Schedule { period, due }
+    }
+
+    /// The next reading due at or before `now` (time since the start), if any.
+    pub fn next_due(&mut self, now: std::time::Duration) -> Option<usize> {
+        let std::cmp::Reverse((at, motor)) = *self.due.peek()?;
+        if at > now {
+            return None;
+        }
+        self.due.pop();
+        self.due.push(std::cmp::Reverse((at + self.period, motor)));
+        Some(motor)
+    }
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, Default)]
+pub struct PublishReport {
+    /// Readings the broker acknowledged.
+    pub acked: u64,
+    /// Publish → prediction latency, with [`PublishOptions::measure_latency`].
+    pub latency: Option<LatencyReport>,
+}
+
+/// Publish → prediction latency, measured in the simulator's process: from the moment a reading
+/// was handed to the MQTT client to the moment the prediction of the window it completed
+/// arrived (same clock, microsecond resolution).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LatencyReport {
+    /// Predictions received whose window-completing reading this run published.
+    pub predictions: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencyReport {
+    fn from_samples(mut ms: Vec<f64>) -> LatencyReport {
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if ms.is_empty() {
+                return 0.0;
+            }
+            let i = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
+            (ms[i] * 1000.0).round() / 1000.0
+        };
+        LatencyReport {
+            predictions: ms.len(),
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: q(1.0),
+        }
+    }
+}
+
+/// The predictions a latency probe received: (device, window end, when).
+type Received = Vec<(String, i64, std::time::Instant)>;
+
+/// A second connection subscribed to the tenant's predictions; returns once the subscription is
+/// acknowledged. The task collects until aborted or the returned sender says stop.
+async fn probe(
+    url: &str,
+    client_id: &str,
+    tenant: &str,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Received>)> {
+    use rumqttc::{Event, Packet, QoS};
+    #[derive(serde::Deserialize)]
+    struct Prediction {
+        device: String,
+        timestamp: String,
+    }
+    let config = crate::ingest::mqtt::MqttConfig::new(url);
+    let (client, mut eventloop) = crate::ingest::mqtt::client(config.options(client_id, true)?, 16);
+    // QoS 0 to the probe: the broker's acknowledgement traffic stays out of the measurement.
+    client.subscribe(format!("edgepm/{tenant}/+/prediction"), QoS::AtMostOnce).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("latency probe: {e}"),
+            Err(_) => anyhow::bail!("latency probe: no subscription acknowledgement within 10 s"),
+        }
+    }
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut got = Received::new();
+        loop {
+            let event = tokio::select! {
+                e = eventloop.poll() => e,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = std::time::Instant::now();
+                    let Ok(pred) = serde_json::from_slice::<Prediction>(&p.payload) else { continue };
+                    let Ok(end) = time::OffsetDateTime::parse(
+                        &pred.timestamp,
+                        &time::format_description::well_known::Rfc3339,
+                    ) else {
+                        continue;
+                    };
+                    got.push((pred.device, (end.unix_timestamp_nanos() / 1_000_000) as i64, at));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        got
+    });
+    Ok((stop_tx, task))
 }
 
 /// Publishes readings of every motor at `rate` per second each (QoS 1) until the duration is over
-/// or `stop` turns true; the asset metadata is published first (retained). Returns the number of
-/// readings the broker acknowledged.
+/// or `stop` turns true; the asset metadata is published first (retained).
 pub async fn publish(
     url: &str,
     client_id: &str,
     motors: &mut [Motor],
     options: &PublishOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<PublishReport> {
     use rumqttc::{Event, Packet, QoS};
     let config = crate::ingest::mqtt::MqttConfig::new(url);
     let (client, mut eventloop) = crate::ingest::mqtt::client(config.options(client_id, true)?, 10_000);
@@ -252,21 +400,24 @@ pub async fn publish(
             }
         }
     });
+    let probe = match (options.measure_latency, motors.first()) {
+        (true, Some(m)) => Some(probe(url, &format!("{client_id}-probe"), &m.spec.tenant).await?),
+        _ => None,
+    };
     let mut sent = 0u64;
     for m in motors.iter() {
         let (topic, payload) = m.asset_message();
         client.publish(topic, QoS::AtLeastOnce, options.retain_assets, payload).await?;
         sent += 1;
     }
-    // Readings are spread evenly over time, motor after motor (devices are not synchronised):
-    // every millisecond, the readings due by then are published.
-    let total_rate = options.rate.max(0.001) * motors.len().max(1) as f64;
-    let period = std::time::Duration::from_secs_f64((1.0 / total_rate).max(0.001));
-    let mut tick = tokio::time::interval(period);
+    // Every millisecond, the readings due by then are published.
+    let mut schedule = Schedule::new(motors.len(), options.rate, options.stagger);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = std::time::Instant::now();
     let mut readings = 0u64;
-    let mut next_motor = 0usize;
+    // (motor, ts) → when it was handed to the client, for the latency probe.
+    let mut published: Vec<(usize, i64, std::time::Instant)> = Vec::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -276,19 +427,13 @@ pub async fn publish(
         if options.duration.is_some_and(|d| elapsed >= d) {
             break;
         }
-        let due = (elapsed.as_secs_f64() * total_rate) as u64 + 1;
-        while readings < due {
-            let now = crate::outbox::now_ms();
-            let count = motors.len();
-            let index = next_motor;
-            next_motor = (next_motor + 1) % count;
-            if elapsed < options.stagger.mul_f64(index as f64 / count as f64) {
-                readings += 1; // not switched on yet: its slot stays empty
-                continue;
-            }
+        while let Some(index) = schedule.next_due(elapsed) {
             let m = &mut motors[index];
-            let (_, payload) = m.payload(now, elapsed.as_secs_f64(), options.samples);
+            let (ts, payload) = m.payload(crate::outbox::now_ms(), elapsed.as_secs_f64(), options.samples);
             client.publish(m.topic(), QoS::AtLeastOnce, false, payload).await?;
+            if probe.is_some() {
+                published.push((index, ts, std::time::Instant::now()));
+            }
             sent += 1;
             readings += 1;
         }
@@ -297,10 +442,31 @@ pub async fn publish(
     let mut acked = acked_rx.clone();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), acked.wait_for(|n| *n >= sent)).await;
     let acked_readings = (*acked_rx.borrow()).saturating_sub(motors.len() as u64).min(readings);
+    let latency = match probe {
+        Some((stop_probe, task)) => {
+            // The last readings' predictions are still on their way.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let _ = stop_probe.send(true);
+            let received = task.await?;
+            let index: std::collections::HashMap<&str, usize> =
+                motors.iter().enumerate().map(|(i, m)| (m.spec.device.as_str(), i)).collect();
+            let sent_at: std::collections::HashMap<(usize, i64), std::time::Instant> =
+                published.into_iter().map(|(i, ts, at)| ((i, ts), at)).collect();
+            let ms = received
+                .iter()
+                .filter_map(|(device, end, at)| {
+                    let sent = sent_at.get(&(*index.get(device.as_str())?, *end))?;
+                    Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+                })
+                .collect();
+            Some(LatencyReport::from_samples(ms))
+        }
+        None => None,
+    };
     let _ = client.disconnect().await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     driver.abort();
-    Ok(acked_readings)
+    Ok(PublishReport { acked: acked_readings, latency })
 }
 
 #[cfg(test)]
@@ -353,5 +519,65 @@ mod tests {
             .expect("the simulator publishes what the host accepts");
         assert_eq!(reading.channels.len(), 3);
         assert_eq!(m.topic(), "edgepm/acme/MTR-001/telemetry");
+    }
+
+    /// Window-completion times (32nd reading, then every 8th) of every motor over `secs`.
+    fn window_times(motors: usize, rate: f64, stagger: f64, secs: f64) -> Vec<f64> {
+        let mut s = Schedule::new(motors, rate, std::time::Duration::from_secs_f64(stagger));
+        let mut counts = vec![0usize; motors];
+        let mut out = Vec::new();
+        let mut t = std::time::Duration::ZERO;
+        while t.as_secs_f64() < secs {
+            while let Some(i) = s.next_due(t) {
+                counts[i] += 1;
+                if counts[i] >= 32 && (counts[i] - 32).is_multiple_of(8) {
+                    out.push(t.as_secs_f64());
+                }
+            }
+            t += std::time::Duration::from_millis(1);
+        }
+        out
+    }
+
+    /// Most windows completing within one `bucket` of seconds after `from`.
+    fn burst(times: &[f64], from: f64, bucket: f64) -> usize {
+        let mut counts = std::collections::HashMap::new();
+        for t in times.iter().filter(|&&t| t >= from) {
+            *counts.entry(((t - from) / bucket) as i64).or_insert(0usize) += 1;
+        }
+        counts.into_values().max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_staggered_fleet_completes_its_windows_evenly_over_time() {
+        // 1,000 motors at 10 readings/s, window 32 / hop 8: 1,250 windows/s. Switched on over one
+        // hop (0.8 s), about 12.5 complete in any 10 ms; an earlier version snapped every motor
+        // to one of 8 phases and completed 125 within 12.5 ms every 100 ms.
+        let staggered = window_times(1000, 10.0, 0.8, 8.0);
+        assert!(staggered.len() > 5000, "{}", staggered.len());
+        let most = burst(&staggered, 4.0, 0.01);
+        assert!(most <= 16, "{most} windows in one 10 ms");
+        // Switched on at once: every motor's windows complete within the same 0.1 s.
+        let lockstep = window_times(1000, 10.0, 0.0, 8.0);
+        assert!(burst(&lockstep, 4.0, 0.1) >= 1000, "lockstep is the worst case");
+        // Readings are spread evenly either way: 10 per millisecond.
+        let mut s = Schedule::new(1000, 10.0, std::time::Duration::ZERO);
+        let t = std::time::Duration::from_millis(500);
+        let mut n = 0;
+        while s.next_due(t).is_some() {
+            n += 1;
+        }
+        let mut m = 0;
+        while s.next_due(t + std::time::Duration::from_millis(1)).is_some() {
+            m += 1;
+        }
+        assert!(n >= 5000 && (9..=11).contains(&m), "{n} then {m}");
+    }
+
+    #[test]
+    fn latency_percentiles() {
+        let r = LatencyReport::from_samples((1..=1000).map(f64::from).collect());
+        assert_eq!((r.predictions, r.p50_ms, r.p99_ms, r.max_ms), (1000, 500.0, 990.0, 1000.0));
+        assert_eq!(LatencyReport::from_samples(vec![]).predictions, 0);
     }
 }

@@ -4,8 +4,8 @@
 #   - drain: N canonical readings (64-sample burst) over DEVICES motors are queued by mosquitto for
 #     a persistent QoS 1 session, then the host starts and drains them; readings/s is measured
 #     from the first reading stored to the N-th (the readings table keeps each one's receive time);
-#   - latency: readings published at a fixed RATE (readings/s, ts = publish time), each prediction
-#     matched to the reading that completed its window; publish → prediction received, p50/p99;
+#   - latency: `edgepm simulate --measure-latency` publishes at a fixed RATE (readings/s) and times
+#     each prediction from the publication of the reading that completed its window, p50/p99;
 #   - the peer (run_peer.sh) drains the same N in the same run: compare the ratio.
 # Usage: scripts/bench/telemetry.sh [N=50000] [RATE=10000]
 #   DEVICE_SETS="100 1000"   motor counts of the drain runs (the peer runs with the first)
@@ -115,16 +115,15 @@ latency() {  # fixed-rate publish → prediction latency; $1 durability, $2 stag
   "$edgepm" run --config "$d/edgepm.toml" 2>"$d/host.log" &
   local pid=$!
   sleep 2
-  # A Python publisher cannot produce 10k readings/s here (paho peaks near 2.6k/s on these cores):
-  # the native simulator publishes (1,000 motors, RATE/1000 readings/s each, ts = publish time),
-  # Python only subscribes to the predictions.
-  "$py" scripts/bench/latency.py --port "$port" --subscribe-only --seconds 25 > "$d/latency.json" &
-  local lp=$!
+  # The native simulator publishes (1,000 motors, RATE/1000 readings/s each; a Python publisher
+  # peaks near 2.6k/s here) and measures itself: --measure-latency subscribes to the predictions
+  # and times each from the moment its window's last reading was handed to the MQTT client
+  # (one process, one clock, microsecond resolution).
   "$edgepm" simulate --broker "mqtt://127.0.0.1:$port" --motors 1000 --rate "$(( RATE / 1000 ))" --failing 0 \
-    --stagger "$2" --duration 20 >/dev/null 2>&1
-  wait $lp
-  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update({"rate": int(sys.argv[2]), "durability": sys.argv[3], "stagger_s": float(sys.argv[4])}); print(json.dumps(r))' \
-    "$d/latency.json" "$RATE" "$1" "$2"
+    --stagger "$2" --duration 20 --measure-latency 2>/dev/null | tail -1 > "$d/latency.json"
+  local wal; wal=$(stat -c %s "$d/edgepm.db-wal" 2>/dev/null || echo 0)
+  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update({"engine": "edgepm", "rate": int(sys.argv[2]), "durability": sys.argv[3], "stagger_s": float(sys.argv[4]), "wal_bytes": int(sys.argv[5])}); print(json.dumps(r))' \
+    "$d/latency.json" "$RATE" "$1" "$2" "$wal"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -133,9 +132,10 @@ echo "# $(date -u +%FT%TZ) N=$N RATE=$RATE $(nproc) cores, $(grep -m1 'model nam
 for devices in $sets; do
   for dur in ${DURABILITY:-full normal}; do drain "$dur" "$devices"; done
 done
-# Staggered: the 1,000 motors are switched on over one hop (8 readings), so their windows are
-# spread in time as in a fleet of independent devices. Lockstep: all switched on at once, so
-# every window of the fleet completes within the same 0.1 s, once per hop (the worst case).
+# Staggered: the 1,000 motors are switched on over one hop (8 readings), each then publishing on
+# its own clock, so their windows are spread evenly in time as in a fleet of independent devices.
+# Lockstep: all switched on within one reading period, so every window of the fleet completes
+# within the same 0.1 s, once per hop (the worst case).
 stagger=$("$py" -c "print(8 / ($RATE / 1000))")
 if [ -z "${SKIP_LATENCY:-}" ]; then
   for dur in ${DURABILITY:-full normal}; do latency "$dur" "$stagger"; latency "$dur" 0; done
