@@ -99,6 +99,8 @@ pub struct Dispatcher {
     published: u64,
     /// When the outbox depth gauge is refreshed next.
     next_depth: std::time::Instant,
+    /// The MQTT message log, open.
+    mqtt_log: Option<std::fs::File>,
 }
 
 impl Dispatcher {
@@ -134,6 +136,7 @@ impl Dispatcher {
                 in_flight: VecDeque::new(),
                 published,
                 next_depth: std::time::Instant::now(),
+                mqtt_log: None,
             },
             Waker(wake),
         ))
@@ -308,22 +311,24 @@ impl Dispatcher {
         }
     }
 
-    fn log_mqtt(&self, items: &[OutboxItem]) {
+    /// Appends the delivered publications to the message log, one JSON line each. The file
+    /// stays open between calls (reopened after an error, e.g. when it was rotated away).
+    fn log_mqtt(&mut self, items: &[OutboxItem]) {
         let time = messages::rfc3339(now_ms());
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(items.iter().map(|i| i.payload.len() + 128).sum());
         for item in items {
-            let payload = serde_json::from_slice::<serde_json::Value>(&item.payload)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&item.payload).into_owned().into());
-            let line = serde_json::json!({"time": time, "direction": "out", "topic": item.target, "payload": payload});
-            lines.extend_from_slice(line.to_string().as_bytes());
-            lines.push(b'\n');
+            log_line(&mut lines, &time, &item.target, &item.payload);
         }
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.mqtt_log)
-            .and_then(|mut f| f.write_all(&lines));
+        let written = match &mut self.mqtt_log {
+            Some(f) => f.write_all(&lines),
+            None => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.paths.mqtt_log)
+                .and_then(|mut f| f.write_all(&lines).map(|()| self.mqtt_log = Some(f))),
+        };
         if let Err(e) = written {
+            self.mqtt_log = None;
             warn!(file = %self.paths.mqtt_log.display(), error = %e, "Appending to the MQTT message log failed");
         }
     }
@@ -348,10 +353,53 @@ impl Dispatcher {
     }
 }
 
+/// One line of the MQTT message log: `{"time", "direction": "out", "topic", "payload"}`, the
+/// payload embedded as JSON when it is JSON (everything the host publishes is), else as a string.
+fn log_line(out: &mut Vec<u8>, time: &str, topic: &str, payload: &[u8]) {
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(time.as_bytes());
+    out.extend_from_slice(b"\",\"direction\":\"out\",\"topic\":");
+    let _ = serde_json::to_writer(&mut *out, topic);
+    out.extend_from_slice(b",\"payload\":");
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        out.extend(payload.iter().filter(|&&b| b != b'\n' && b != b'\r'));
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(payload));
+    }
+    out.extend_from_slice(b"}\n");
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_log_lines_embed_json_payloads_and_quote_the_rest() {
+        let mut out = Vec::new();
+        log_line(
+            &mut out,
+            "2025-04-05T10:30:00Z",
+            "edgepm/a/\"b\"/prediction",
+            b"{\"p\": 0.97,\n \"s\": \"x\"}",
+        );
+        log_line(&mut out, "2025-04-05T10:30:00Z", "edgepm/a/b/deadletter", b"not json \xff");
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["topic"], "edgepm/a/\"b\"/prediction");
+        assert_eq!(lines[0]["payload"]["p"], 0.97);
+        assert_eq!(lines[0]["direction"], "out");
+        assert_eq!(lines[1]["payload"], "not json \u{fffd}");
+    }
 }
