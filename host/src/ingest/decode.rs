@@ -178,6 +178,9 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Resu
     if payload.len() > limits.max_payload_bytes {
         return Err(Reject::TooLarge { size: payload.len(), limit: limits.max_payload_bytes });
     }
+    if let Some(reading) = fast::decode(tenant, device, payload, limits, now_ms) {
+        return Ok(reading);
+    }
     let value: Value = serde_json::from_slice(payload).map_err(|e| Reject::NotJson(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(Reject::NotObject);
@@ -263,6 +266,145 @@ fn samples(channel: &str, v: &Value, limits: &Limits) -> Result<Samples, Reject>
     }
 }
 
+/// The common case without a `serde_json::Value` tree: the payload's fields are read straight
+/// into numbers and sample vectors (a third of the decoding time at 10k readings/s). Anything
+/// unusual — a reject of any kind, escaped or repeated keys, other value types — returns `None`
+/// and the general path above decodes the message again, so it alone decides what is rejected
+/// and why.
+mod fast {
+    use super::{Limits, Reading, Samples};
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    enum Field<'a> {
+        Int(i64),
+        Float(f64),
+        Str(&'a str),
+        Null,
+        Burst(Vec<f32>),
+        /// Anything else: the general path decides.
+        Other,
+    }
+
+    struct FieldVisitor;
+
+    impl<'de> Visitor<'de> for FieldVisitor {
+        type Value = Field<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a telemetry field")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Field<'de>, E> {
+            Ok(Field::Int(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Field<'de>, E> {
+            Ok(i64::try_from(v).map_or(Field::Other, Field::Int))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Field<'de>, E> {
+            Ok(Field::Float(v))
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'de>, E> {
+            Ok(Field::Str(v))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Field<'de>, E> {
+            Ok(Field::Other) // escaped: not borrowed
+        }
+        fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+            Ok(Field::Null)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+            Ok(Field::Other)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+            let mut samples = Vec::with_capacity(seq.size_hint().unwrap_or(64));
+            // A non-number fails the whole fast path: the general path names the channel.
+            while let Some(x) = seq.next_element::<f64>()? {
+                samples.push(x as f32);
+            }
+            Ok(Field::Burst(samples))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Field::Other)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Field<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(FieldVisitor)
+        }
+    }
+
+    struct Fields<'a>(Vec<(&'a str, Field<'a>)>);
+
+    impl<'de> serde::Deserialize<'de> for Fields<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                    let mut fields = Vec::with_capacity(8);
+                    while let Some(key) = map.next_key::<&'de str>()? {
+                        fields.push((key, map.next_value::<Field<'de>>()?));
+                    }
+                    Ok(Fields(fields))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    pub(super) fn decode(
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+        limits: &Limits,
+        now_ms: i64,
+    ) -> Option<Reading> {
+        let Fields(mut fields) = serde_json::from_slice(payload).ok()?;
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        if fields.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None; // repeated keys: the general path keeps the last one
+        }
+        let (mut ts_ms, mut seq) = (None, None);
+        let mut channels = Vec::with_capacity(fields.len());
+        for (key, field) in fields {
+            match (key, field) {
+                ("ts", Field::Int(ms)) => ts_ms = Some(ms),
+                ("ts", Field::Str(s)) => {
+                    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+                    ts_ms = Some((t.ok()?.unix_timestamp_nanos() / 1_000_000) as i64);
+                }
+                ("seq", Field::Int(n)) => seq = Some(n),
+                ("seq", Field::Null) => {}
+                ("tenant", Field::Str(s)) if s == tenant => {}
+                ("device", Field::Str(s)) if s == device => {}
+                ("ts" | "seq" | "tenant" | "device", _) => return None,
+                (name, Field::Int(x)) => channels.push((name.to_string(), Samples::Scalar(x as f64 as f32))),
+                (name, Field::Float(x)) => channels.push((name.to_string(), Samples::Scalar(x as f32))),
+                (name, Field::Burst(v)) if !v.is_empty() && v.len() <= limits.max_samples => {
+                    channels.push((name.to_string(), Samples::Burst(v)))
+                }
+                _ => return None,
+            }
+        }
+        let ts_ms = ts_ms?;
+        let finite = |s: &Samples| match s {
+            Samples::Scalar(x) => x.is_finite(),
+            Samples::Burst(v) => v.iter().all(|x| x.is_finite()),
+        };
+        let fresh = ts_ms.saturating_sub(now_ms) <= limits.max_future_ms
+            && now_ms.saturating_sub(ts_ms) <= limits.max_age_ms;
+        let ok = fresh
+            && !channels.is_empty()
+            && channels.len() <= limits.max_channels
+            && channels.iter().all(|(_, s)| finite(s));
+        ok.then(|| Reading { tenant: tenant.to_string(), device: device.to_string(), ts_ms, seq, channels })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +480,59 @@ mod tests {
     fn matching_tenant_and_device_fields_are_accepted() {
         let r = ok(&format!(r#"{{"ts":{NOW},"tenant":"acme","device":"MTR-042","x":1}}"#));
         assert_eq!(r.channels, vec![("x".to_string(), Samples::Scalar(1.0))]);
+    }
+
+    /// The general path alone (what `decode` did before the fast path).
+    fn general(topic: &str, payload: &[u8], limits: &Limits) -> Result<Reading, Reject> {
+        let (tenant, device) = parse_topic(topic).expect("topic");
+        // A payload the fast path refuses goes to the general path: force it by decoding an
+        // equivalent payload the fast path cannot read (a leading escaped key).
+        let text = String::from_utf8_lossy(payload);
+        let forced = text.replacen('{', r#"{"\u0066orce_general":1,"#, 1);
+        let r = decode(
+            topic,
+            forced.as_bytes(),
+            &Limits { max_channels: limits.max_channels + 1, ..limits.clone() },
+            NOW,
+        );
+        r.map(|mut r| {
+            r.channels.retain(|(name, _)| name != "force_general");
+            assert_eq!((r.tenant.as_str(), r.device.as_str()), (tenant, device));
+            r
+        })
+    }
+
+    #[test]
+    fn the_fast_path_accepts_exactly_what_the_general_path_accepts() {
+        let limits = Limits::default();
+        let payloads = [
+            format!(
+                r#"{{"ts":{NOW},"vibration":[0.12,-0.31,5e-3,1E2,-0,7],"temperature":71.3,"current":12}}"#
+            ),
+            r#"{"ts":"2025-04-05T10:30:00Z","seq":null,"z":1,"a":[1,2]}"#.to_string(),
+            format!(r#"{{"ts":{NOW},"seq":3,"tenant":"acme","device":"MTR-042","x":-1.5}}"#),
+            format!(r#"{{"ts":{NOW},"x":1,"x":2}}"#),
+            format!(r#"{{"ts":{NOW},"x":18446744073709551615}}"#),
+            format!(r#"{{"ts":{NOW},"x":3.4028236e38}}"#),
+            format!(r#"{{"ts":{NOW},"x":[1,[2]]}}"#),
+            format!(r#"{{"ts":{NOW},"x":{{"y":1}}}}"#),
+            format!(r#"{{"ts":{NOW},"x":"1"}}"#),
+            format!(r#"{{"ts":{NOW}.0,"x":1}}"#),
+            format!(r#"{{"ts":{NOW},"seq":1.5,"x":1}}"#),
+            format!(r#"{{"ts":{NOW},"tenant":"ACME","x":1}}"#),
+        ];
+        for p in &payloads {
+            let fast = fast::decode("acme", "MTR-042", p.as_bytes(), &limits, NOW);
+            let general = general(TOPIC, p.as_bytes(), &limits);
+            match (&fast, &general) {
+                (Some(f), Ok(g)) => assert_eq!(f, g, "{p}"),
+                (Some(f), Err(e)) => panic!("fast path accepted {p} as {f:?}, the general path says {e}"),
+                (None, _) => {}
+            }
+            assert_eq!(decode(TOPIC, p.as_bytes(), &limits, NOW), general, "{p}");
+        }
+        // The canonical payload takes the fast path.
+        assert!(fast::decode("acme", "MTR-042", payloads[0].as_bytes(), &limits, NOW).is_some());
+        assert!(fast::decode("acme", "MTR-042", payloads[1].as_bytes(), &limits, NOW).is_some());
     }
 }
