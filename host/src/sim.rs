@@ -336,7 +336,8 @@ async fn probe(
     let config = crate::ingest::mqtt::MqttConfig::new(url);
     let (client, mut eventloop) = crate::ingest::mqtt::client(config.options(client_id, true)?, 16);
     // QoS 0 to the probe: the broker's acknowledgement traffic stays out of the measurement.
-    client.subscribe(format!("edgepm/{tenant}/+/prediction"), QoS::AtMostOnce).await?;
+    let filter = format!("edgepm/{tenant}/+/prediction");
+    client.subscribe(filter.clone(), QoS::AtMostOnce).await?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, eventloop.poll()).await {
@@ -365,6 +366,10 @@ async fn probe(
                         continue;
                     };
                     got.push((pred.device, (end.unix_timestamp_nanos() / 1_000_000) as i64, at));
+                }
+                // A new connection (clean session) after an error: subscribe again.
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.clone(), QoS::AtMostOnce);
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
