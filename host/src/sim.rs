@@ -222,9 +222,9 @@ pub struct PublishOptions {
     pub retain_assets: bool,
     /// Motor `i` of `n` is switched on `i/n × stagger` after the start and then publishes on its
     /// own clock, as devices switched on at different moments do. A stagger shorter than one
-    /// reading period counts as one period, so readings are always spread evenly in time; with
-    /// it (0) every motor's windows complete within the same period, every hop (the worst case
-    /// for latency); with `hop / rate` the fleet's windows are spread evenly over time.
+    /// reading period counts as one period, so readings are always spread evenly in time. With
+    /// 0, every motor's windows complete within the same period, every hop (the worst case for
+    /// latency); with `hop / rate` the fleet's windows are spread evenly over time.
     pub stagger: std::time::Duration,
     /// Also subscribe to the predictions and measure publish → prediction latency.
     pub measure_latency: bool,
@@ -245,7 +245,7 @@ impl PublishOptions {
 }
 
 /// When each motor publishes: motor `i` of `n` first at `i/n × max(stagger, period)`, then every
-/// `period`. Yields `(due, motor)` in time order.
+/// `period`. [`Schedule::next_due`] hands out the motors in the order of their due times.
 #[derive(Debug)]
 pub struct Schedule {
     period: std::time::Duration,

@@ -118,6 +118,29 @@ fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
 
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
+fn the_simulator_measures_publish_to_prediction_latency() {
+    let Setup { mut host, broker, data: _data, root: _root } = serve_acme(TENANT_TOML);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["simulate", "--broker", &broker.url(), "--tenant", "acme", "--motors", "3", "--rate", "10"])
+        .args(["--failing", "0", "--stagger", "0.3", "--duration", "3", "--measure-latency"])
+        .output()
+        .expect("edgepm simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(stdout.lines().last().expect("a JSON line"));
+    // Window 4, hop 1: every reading from the 4th on completes a window. Each prediction the
+    // host made for this run's readings reached the probe and was matched to its reading.
+    let stored = host.count("SELECT count(*) FROM predictions");
+    let measured = report["predictions"].as_i64().expect("predictions");
+    assert!(stored >= 60 && measured == stored, "{measured} measured, {stored} stored: {report}");
+    let ms = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("{k}: {report}"));
+    assert!(0.0 < ms("p50_ms") && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"), "{report}");
+    assert!(ms("max_ms") < 3000.0, "a prediction is timed from its own reading: {report}");
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
 fn redelivered_readings_create_no_second_reading_window_or_prediction() {
     let Setup { mut host, broker, data: _data, root: _root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/acme/+/prediction"]);
