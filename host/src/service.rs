@@ -463,11 +463,6 @@ impl Drop for Service {
     }
 }
 
-/// WAL frames (pages) past which the ingest loop, the store's writer, lets the WAL restart from
-/// its beginning: 128 MiB, about 2 s at 10k readings/s. Each restart costs the writer a
-/// checkpoint's two fsyncs (10–20 ms here under load), so not much more often.
-const WAL_RESTART_FRAMES: u64 = 32_768;
-
 /// The ingest thread: batches of deliveries → one transaction each → acknowledgements.
 struct IngestLoop {
     /// The ingest session's current connection: acknowledgements go to it only.
@@ -512,8 +507,6 @@ impl IngestLoop {
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.batch_max);
         let mut messages = Vec::with_capacity(self.batch_max);
         let mut next_purge = Instant::now();
-        // The checkpoint thread's count of full copies when a restart fell due, and when.
-        let mut armed: Option<(u64, Instant)> = None;
         let runtime = self.runtime.clone();
         loop {
             // Wait for messages; every 100 ms without any, delete what the outbox delivered.
@@ -569,24 +562,13 @@ impl IngestLoop {
                 }
             }
             batch.clear();
-            // Let a large WAL restart (see `SqliteStore::restart_wal`): wait for the checkpoint
-            // thread's next full copy and finish it at once — or regardless, when the thread
-            // cannot get there for long (a reader holding an old snapshot).
-            let (frames, copies) = self.store.wal_progress();
-            if frames < WAL_RESTART_FRAMES {
-                armed = None;
-            } else {
-                let now = Instant::now();
-                let (since, armed_at) = *armed.get_or_insert((copies, now));
-                if copies > since || now >= armed_at + Duration::from_secs(10) {
-                    armed = None;
-                    match self.store.restart_wal() {
-                        Ok((frames, copied)) => {
-                            tracing::debug!(frames, copied, "WAL checkpoint by the writer: the WAL restarts")
-                        }
-                        Err(e) => warn!(error = %e, "WAL checkpoint failed"),
-                    }
+            // Let a large WAL start over (see `SqliteStore::restart_wal_when_due`).
+            match self.store.restart_wal_when_due() {
+                Some(Ok((frames, copied))) => {
+                    tracing::debug!(frames, copied, "WAL checkpoint by the writer: the WAL restarts")
                 }
+                Some(Err(e)) => warn!(error = %e, "WAL checkpoint failed"),
+                None => {}
             }
             if self.retention_days > 0 && Instant::now() >= next_purge {
                 next_purge = Instant::now() + Duration::from_secs(3600);

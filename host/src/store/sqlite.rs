@@ -32,8 +32,17 @@ use tracing::warn;
 
 /// Interval of the WAL checkpoints ([`SqliteStore::spawn_checkpointer`]).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// Largest WAL file kept on disk after it restarts (SQLite `journal_size_limit`).
+/// WAL frames (pages) past which the writer lets the WAL restart from its beginning
+/// ([`SqliteStore::restart_wal_when_due`]): 128 MiB, about 2 s at 10k readings/s. Each restart
+/// costs the writer a checkpoint's two fsyncs (10–30 ms on the benchmark machine under load), so
+/// not much more often.
+const WAL_RESTART_FRAMES: u64 = 32_768;
+/// Largest WAL file kept on disk after it restarts (SQLite `journal_size_limit`): above the
+/// restart point, so the file is reused rather than truncated and grown again.
 const WAL_SIZE_LIMIT: i64 = 192 << 20;
+/// How long the writer waits for the checkpoint thread's next full copy before checkpointing
+/// anyway (a reader holding an old snapshot can keep the thread from copying everything).
+const WAL_RESTART_PATIENCE: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS readings (
@@ -74,11 +83,15 @@ pub enum Durability {
     Normal,
 }
 
-/// The checkpoint thread's view of the WAL, for the writer ([`SqliteStore::wal_progress`]).
+/// The checkpoint thread's view of the WAL, for the writer ([`SqliteStore::restart_wal_when_due`]).
 #[derive(Debug, Default)]
 struct WalProgress {
+    /// Frames in the WAL at the thread's last checkpoint.
     frames: std::sync::atomic::AtomicU64,
+    /// The thread's checkpoints that copied the whole WAL they saw.
     copies: std::sync::atomic::AtomicU64,
+    /// The writer's side: the count of full copies when a restart fell due, and when.
+    due: Mutex<Option<(u64, Instant)>>,
 }
 
 /// Where an outbox message goes.
@@ -169,8 +182,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     above: Mutex<HashMap<(String, String), DeviceMemos>>,
     durability: Durability,
-    /// The checkpoint thread's last checkpoint: frames in the WAL, and how many of its
-    /// checkpoints copied the whole WAL they saw.
+    /// Shared with the checkpoint thread.
     wal: Arc<WalProgress>,
 }
 
@@ -199,7 +211,7 @@ impl SqliteStore {
         // No checkpoint inside a commit: [`SqliteStore::spawn_checkpointer`] runs them from
         // another connection (a passive checkpoint never blocks the writer), so the ingest loop's
         // commit only appends to the WAL; the writer finishes one now and then (see
-        // [`SqliteStore::checkpoint`]).
+        // [`SqliteStore::restart_wal_when_due`]).
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating tables in {}", path.display()))?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -394,9 +406,10 @@ impl SqliteStore {
     /// The WAL only restarts from its beginning when a write transaction starts with every frame
     /// copied. Under a steady stream of commits a checkpoint on another connection never gets
     /// there (frames are appended while it copies) and the WAL grows without bound — 1.5 GB in
-    /// 20 s at 10k readings/s. So the writer itself calls this now and then, between two
-    /// transactions, after the checkpoint thread did most of the copying: then it copies the
-    /// rest and the next transaction restarts the WAL (its file is truncated to 192 MiB).
+    /// 20 s at 10k readings/s. So the writer itself checkpoints now and then, between two
+    /// transactions, right after the checkpoint thread did most of the copying
+    /// ([`SqliteStore::restart_wal_when_due`]): it copies the rest and its next transaction
+    /// restarts the WAL.
     pub fn checkpoint(&self) -> rusqlite::Result<(i64, i64)> {
         self.conn().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
     }
@@ -406,7 +419,8 @@ impl SqliteStore {
     /// true. A checkpoint copies the WAL into the database file and syncs it — several
     /// milliseconds at 10k readings/s on this machine's disk — so it runs on no thread that
     /// anything waits for (on the outbox thread it held every prediction back that long). After
-    /// each one that copied everything it saw, [`SqliteStore::restart_wal`] has little left to do.
+    /// each one that copied everything it saw, the writer's [`SqliteStore::restart_wal`] has
+    /// little left to do.
     pub fn spawn_checkpointer(&self, stop: Arc<AtomicBool>) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let store = SqliteStore::open(&self.path, self.durability)?;
         let wal = self.wal.clone();
@@ -436,12 +450,34 @@ impl SqliteStore {
         })?)
     }
 
-    /// What the checkpoint thread saw of the WAL: `(frames, full copies)`. Once the WAL is large
-    /// the writer waits for the count of full copies to change, then calls
-    /// [`SqliteStore::restart_wal`] at once: little is left to copy (what was committed during
-    /// the thread's checkpoint) and the next transaction restarts the WAL.
+    /// What the checkpoint thread saw of the WAL: `(frames, full copies)`.
     pub fn wal_progress(&self) -> (u64, u64) {
         (self.wal.frames.load(Ordering::Relaxed), self.wal.copies.load(Ordering::Acquire))
+    }
+
+    /// Called by the writer between two transactions, after each batch. Once the WAL is past
+    /// [`WAL_RESTART_FRAMES`] it waits for the checkpoint thread's next full copy and then runs
+    /// [`SqliteStore::restart_wal`] at once — little is left to copy (what was committed during
+    /// the thread's checkpoint) — or after [`WAL_RESTART_PATIENCE`] regardless. Returns what the
+    /// checkpoint returned when it ran.
+    pub fn restart_wal_when_due(&self) -> Option<rusqlite::Result<(i64, i64)>> {
+        self.restart_wal_past(WAL_RESTART_FRAMES, Instant::now())
+    }
+
+    fn restart_wal_past(&self, threshold: u64, now: Instant) -> Option<rusqlite::Result<(i64, i64)>> {
+        let (frames, copies) = self.wal_progress();
+        let mut due = self.wal.due.lock().unwrap_or_else(PoisonError::into_inner);
+        if frames < threshold {
+            *due = None;
+            return None;
+        }
+        let (since, at) = *due.get_or_insert((copies, now));
+        if copies == since && now < at + WAL_RESTART_PATIENCE {
+            return None;
+        }
+        *due = None;
+        drop(due);
+        Some(self.restart_wal())
     }
 
     /// The writer's checkpoint, between two of its transactions: copies the rest of the WAL so
@@ -855,6 +891,28 @@ mod tests {
         assert_eq!(wal_len(), grown, "the file is reused, not grown");
         stop.store(true, Ordering::Relaxed);
         thread.join().expect("join");
+    }
+
+    #[test]
+    fn a_due_wal_restart_waits_for_the_checkpoint_threads_next_full_copy() {
+        let (_d, s) = store();
+        let t0 = Instant::now();
+        let checkpointed = |frames: u64| {
+            s.wal.frames.store(frames, Ordering::Relaxed);
+            s.wal.copies.fetch_add(1, Ordering::Release);
+        };
+        checkpointed(10);
+        assert!(s.restart_wal_past(100, t0).is_none(), "small WAL");
+        checkpointed(150);
+        assert!(s.restart_wal_past(100, t0).is_none(), "due: waits for the next full copy");
+        assert!(s.restart_wal_past(100, t0 + Duration::from_secs(1)).is_none(), "still waiting");
+        checkpointed(160);
+        assert!(s.restart_wal_past(100, t0 + Duration::from_secs(1)).is_some_and(|r| r.is_ok()));
+        assert_eq!(s.wal_progress().0, 0, "restarted: the WAL counts as empty until the next look");
+        checkpointed(170);
+        assert!(s.restart_wal_past(100, t0 + Duration::from_secs(2)).is_none(), "due again: waits");
+        let late = t0 + Duration::from_secs(2) + WAL_RESTART_PATIENCE;
+        assert!(s.restart_wal_past(100, late).is_some(), "without a full copy, after the patience");
     }
 
     #[test]
