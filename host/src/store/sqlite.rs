@@ -874,7 +874,7 @@ mod tests {
         // its full copies, but alone it never lets the WAL start over.
         let started = Instant::now();
         let mut ts = 0;
-        while started.elapsed() < Duration::from_millis(600) || s.wal_progress().1 == 0 {
+        while started.elapsed() < Duration::from_millis(300) || s.wal_progress().1 == 0 {
             ts += 1;
             commit(ts);
         }
@@ -888,7 +888,8 @@ mod tests {
         commit(ts + 1);
         let (after, _) = s.checkpoint().expect("checkpoint");
         assert!(after > 0 && after < log, "the WAL restarted: {after} frames after, {log} before");
-        assert_eq!(wal_len(), grown, "the file is reused, not grown");
+        // Reused from its start (or truncated to `journal_size_limit` when it grew past it).
+        assert!(wal_len() <= grown, "the file did not grow: {} then {grown} bytes", wal_len());
         stop.store(true, Ordering::Relaxed);
         thread.join().expect("join");
     }
