@@ -116,6 +116,10 @@ pub struct TelemetryMetrics {
     pub ack_seconds: Histogram,
     /// Seconds per store transaction (a batch of messages).
     pub commit_seconds: Histogram,
+    /// Seconds per sync of the store's commits to disk (`durability = "full"`).
+    pub sync_seconds: Histogram,
+    /// Syncs of the store to disk that failed (their messages are not acknowledged).
+    pub sync_failures: Counter,
     /// 1 while the ingest MQTT session is connected.
     pub mqtt_connected: Gauge,
     /// Connection losses of the ingest MQTT session.
@@ -148,6 +152,8 @@ impl TelemetryMetrics {
             delivery_failures: Family::default(),
             ack_seconds: latency_histogram(),
             commit_seconds: latency_histogram(),
+            sync_seconds: latency_histogram(),
+            sync_failures: Counter::default(),
             mqtt_connected: Gauge::default(),
             mqtt_disconnects: Counter::default(),
         }
@@ -171,6 +177,16 @@ impl TelemetryMetrics {
         );
         r.register("edgepm_ack_latency_seconds", "Receive to MQTT acknowledgement", self.ack_seconds.clone());
         r.register("edgepm_store_commit_seconds", "Store transaction per batch", self.commit_seconds.clone());
+        r.register(
+            "edgepm_store_sync_seconds",
+            "Sync of the store's commits to disk before their acknowledgement (durability full)",
+            self.sync_seconds.clone(),
+        );
+        r.register(
+            "edgepm_store_sync_failures",
+            "Syncs to disk that failed (messages left unacknowledged)",
+            self.sync_failures.clone(),
+        );
         r.register("edgepm_mqtt_connected", "1 while the MQTT session is up", self.mqtt_connected.clone());
         r.register("edgepm_mqtt_disconnects", "MQTT connection losses", self.mqtt_disconnects.clone());
     }

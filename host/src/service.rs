@@ -13,7 +13,7 @@ use crate::ingest::{BatchReport, Ingestor, Limits};
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
 use crate::plugins::{HostOptions, PluginHost};
-use crate::store::{Counts, Durability, SqliteStore};
+use crate::store::{Counts, Durability, SqliteStore, WalSync};
 use anyhow::Context as _;
 use rumqttc::{AsyncClient, QoS};
 use serde::Deserialize;
@@ -339,18 +339,30 @@ impl Service {
         ));
         let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
         let ingestor = Ingestor::new(host.clone(), store.clone(), config.limits.limits(), config.windows.hop);
-        let ingest = IngestLoop {
+        let acker = Acker {
             connection: connection.clone(),
+            client: in_client,
+            runtime: runtime.handle().clone(),
+            metrics: telemetry,
+            waker: waker.clone(),
+        };
+        // `durability = "full"`: a thread of its own syncs the commits to disk and then
+        // acknowledges them, while the ingest loop goes on with the next batch.
+        let syncer = match store.defer_sync()? {
+            Some(sync) => Some(Syncer::spawn(sync, acker.clone())?),
+            None => None,
+        };
+        let ingest = IngestLoop {
             ingestor,
             rx,
             delivered: delivered_rx,
             stop_outbox: stop_outbox.clone(),
-            acks: in_client,
+            acker,
+            syncer,
             runtime: runtime.handle().clone(),
             waker,
             batch_max: config.store.batch_max,
             totals: totals.clone(),
-            metrics: telemetry,
             store: store.clone(),
             retention_days: config.store.retention_days,
             pause_before_ack: pause_before_ack()?,
@@ -465,20 +477,20 @@ impl Drop for Service {
 
 /// The ingest thread: batches of deliveries → one transaction each → acknowledgements.
 struct IngestLoop {
-    /// The ingest session's current connection: acknowledgements go to it only.
-    connection: Connection,
     ingestor: Ingestor,
     rx: tokio::sync::mpsc::Receiver<Delivery>,
     /// Outbox ids the dispatcher delivered, deleted by this loop (the store's only writer).
     delivered: std::sync::mpsc::Receiver<Vec<i64>>,
     /// Set once this loop has stored its last message: the dispatcher makes a last pass.
     stop_outbox: Arc<AtomicBool>,
-    acks: AsyncClient,
+    /// Acknowledges a batch as soon as it is committed (`durability = "normal"`)...
+    acker: Acker,
+    /// ... or hands it to the thread that syncs the commits first (`"full"`).
+    syncer: Option<Syncer>,
     runtime: tokio::runtime::Handle,
     waker: Waker,
     batch_max: usize,
     totals: Arc<std::sync::Mutex<Totals>>,
-    metrics: crate::metrics::TelemetryMetrics,
     store: Arc<SqliteStore>,
     retention_days: u32,
     /// Fault injection for tests ([`PAUSE_BEFORE_ACK_ENV`]): a pause between a batch's commit
@@ -517,8 +529,12 @@ impl IngestLoop {
                 Ok(Some(d)) => batch.push(d),
                 Ok(None) => {
                     // The ingest session is gone (shutdown) and every received message is
-                    // stored: let the outbox make its last pass, and record its deliveries until
-                    // it is done (it drops its end of the channel).
+                    // stored (and synced: the sync thread works off its queue first): let the
+                    // outbox make its last pass, and record its deliveries until it is done (it
+                    // drops its end of the channel).
+                    if let Some(syncer) = self.syncer.take() {
+                        syncer.finish();
+                    }
                     self.stop_outbox.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.waker.wake();
                     delivered.extend(self.delivered.iter().flatten());
@@ -546,10 +562,16 @@ impl IngestLoop {
                     if let Some(pause) = self.pause_before_ack {
                         std::thread::sleep(pause);
                     }
-                    self.acknowledge(&batch);
-                    self.waker.wake();
+                    let messages = batch.len() as u64;
+                    match &self.syncer {
+                        Some(syncer) => syncer.after_sync(std::mem::take(&mut batch)),
+                        None => {
+                            self.acker.acknowledge(&batch);
+                            self.waker.wake();
+                        }
+                    }
                     let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    t.messages += batch.len() as u64;
+                    t.messages += messages;
                     add(&mut t.batch, &report);
                 }
                 Err(e) => {
@@ -590,9 +612,24 @@ impl IngestLoop {
             warn!(error = %format!("{e:#}"), "Deleting delivered outbox messages failed; they may be sent again");
         }
     }
+}
 
+/// Sends the acknowledgements of stored (with `durability = "full"`: stored and synced)
+/// messages to the ingest session.
+#[derive(Clone)]
+struct Acker {
+    /// The ingest session's current connection: acknowledgements go to it only.
+    connection: Connection,
+    client: AsyncClient,
+    runtime: tokio::runtime::Handle,
+    metrics: crate::metrics::TelemetryMetrics,
+    /// The outbox, woken once a batch's outputs may leave.
+    waker: Waker,
+}
+
+impl Acker {
     fn acknowledge(&self, batch: &[Delivery]) {
-        let client = &self.acks;
+        let client = &self.client;
         let current = self.connection.current();
         let sent = self.runtime.block_on(async {
             // Messages of an earlier connection are not acknowledged: the broker sends them again
@@ -613,6 +650,77 @@ impl IngestLoop {
     }
 }
 
+/// The thread that makes committed batches durable and then acknowledges them
+/// ([`SqliteStore::defer_sync`]). It syncs the WAL once for every batch queued since its last
+/// sync, so the ingest loop never waits for the disk and a slow sync covers many commits.
+struct Syncer {
+    tx: std::sync::mpsc::Sender<Vec<Delivery>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Syncer {
+    fn spawn(sync: WalSync, acker: Acker) -> anyhow::Result<Syncer> {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Delivery>>();
+        let metrics = acker.metrics.clone();
+        let thread = std::thread::Builder::new().name("edgepm-sync".into()).spawn(move || {
+            sync_then_acknowledge(
+                &rx,
+                || sync.sync(),
+                |batches| {
+                    for batch in batches {
+                        acker.acknowledge(batch);
+                    }
+                    acker.waker.wake();
+                },
+                &metrics,
+            )
+        })?;
+        Ok(Syncer { tx, thread })
+    }
+
+    /// Acknowledges `batch` once everything committed so far is on disk.
+    fn after_sync(&self, batch: Vec<Delivery>) {
+        if self.tx.send(batch).is_err() {
+            warn!("The store sync thread is gone; acknowledgements not sent (the broker will redeliver)");
+        }
+    }
+
+    /// Syncs and acknowledges what is queued, then stops the thread.
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+/// The sync thread's loop, until every sender is gone: waits for a committed batch, takes every
+/// other one queued by then (all committed before the sync starts), syncs once and hands them
+/// to `acknowledge`. When the sync fails they are dropped unacknowledged: the commits may not be
+/// on disk, and the broker sends the messages again after a reconnect (stored once, acknowledged
+/// then).
+fn sync_then_acknowledge<T>(
+    rx: &std::sync::mpsc::Receiver<Vec<T>>,
+    mut sync: impl FnMut() -> std::io::Result<()>,
+    mut acknowledge: impl FnMut(&[Vec<T>]),
+    metrics: &crate::metrics::TelemetryMetrics,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        let started = Instant::now();
+        match sync() {
+            Ok(()) => {
+                metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                acknowledge(&batches);
+            }
+            Err(e) => {
+                metrics.sync_failures.inc();
+                let messages: usize = batches.iter().map(Vec::len).sum();
+                tracing::error!(error = %e, messages, "Syncing the store to disk failed; these messages are not acknowledged");
+            }
+        }
+    }
+}
+
 fn add(total: &mut BatchReport, r: &BatchReport) {
     total.readings += r.readings;
     total.duplicates += r.duplicates;
@@ -622,4 +730,49 @@ fn add(total: &mut BatchReport, r: &BatchReport) {
     total.predictions += r.predictions;
     total.alerts += r.alerts;
     total.window_errors += r.window_errors;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn batches_are_acknowledged_only_after_a_sync_that_covers_them() {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u32>>();
+        let events = RefCell::new(Vec::<String>::new());
+        let metrics = crate::metrics::Metrics::default().telemetry.clone();
+        // Two batches queued before the thread looks: one sync for both, then both acknowledged.
+        tx.send(vec![1, 2]).unwrap();
+        tx.send(vec![3]).unwrap();
+        drop(tx);
+        sync_then_acknowledge(
+            &rx,
+            || {
+                events.borrow_mut().push("sync".into());
+                Ok(())
+            },
+            |batches| events.borrow_mut().push(format!("ack {batches:?}")),
+            &metrics,
+        );
+        assert_eq!(*events.borrow(), ["sync", "ack [[1, 2], [3]]"]);
+        assert_eq!(metrics.sync_failures.get(), 0);
+    }
+
+    #[test]
+    fn a_failed_sync_acknowledges_nothing_and_is_counted() {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u32>>();
+        let metrics = crate::metrics::Metrics::default().telemetry.clone();
+        tx.send(vec![1]).unwrap();
+        drop(tx);
+        let mut acknowledged = Vec::new();
+        sync_then_acknowledge(
+            &rx,
+            || Err(std::io::Error::other("EIO")),
+            |batches| acknowledged.extend(batches.iter().flatten().copied()),
+            &metrics,
+        );
+        assert!(acknowledged.is_empty());
+        assert_eq!(metrics.sync_failures.get(), 1);
+    }
 }

@@ -94,6 +94,25 @@ struct WalProgress {
     due: Mutex<Option<(u64, Instant)>>,
 }
 
+/// Makes the commits of a store with deferred syncs durable ([`SqliteStore::defer_sync`]).
+#[derive(Debug, Clone)]
+pub struct WalSync {
+    wal: PathBuf,
+}
+
+impl WalSync {
+    /// Syncs the WAL file to disk: every commit that returned before this call is durable when it
+    /// returns `Ok`. A missing WAL means there is nothing to sync (SQLite checkpointed and removed
+    /// it when the last connection closed, syncing the database file).
+    pub fn sync(&self) -> std::io::Result<()> {
+        match std::fs::File::open(&self.wal) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Where an outbox message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
@@ -229,6 +248,27 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// With [`Durability::Full`], makes this connection's commits return without waiting for the
+    /// disk and returns the [`WalSync`] that makes them durable afterwards: the writer can go on
+    /// with its next batch while the disk syncs the last one, and one sync covers every commit
+    /// before it. Whoever acknowledges a commit must call [`WalSync::sync`] after it and before
+    /// the acknowledgement. `None` with [`Durability::Normal`] (nothing to wait for).
+    ///
+    /// Sound because in WAL mode a commit only appends frames to the WAL: after an fdatasync of
+    /// the WAL that follows a commit, the commit survives a power cut, exactly as with
+    /// `synchronous=FULL` (which syncs at the end of the commit). Checkpoints still sync the WAL
+    /// and the database file before the WAL restarts (`synchronous=NORMAL` does), and a power cut
+    /// before the sync loses only commits that were not acknowledged yet — never the database.
+    pub fn defer_sync(&self) -> rusqlite::Result<Option<WalSync>> {
+        if self.durability != Durability::Full {
+            return Ok(None);
+        }
+        self.conn().execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Ok(Some(WalSync { wal: PathBuf::from(wal) }))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -817,6 +857,30 @@ mod tests {
 
     fn features(rms: f32) -> Features {
         Features { names: vec!["vibration_rms".into(), "x".into()], values: vec![rms, 0.0] }
+    }
+
+    #[test]
+    fn a_full_durability_store_can_defer_its_syncs_to_whoever_acknowledges() {
+        let synchronous = |s: &SqliteStore| -> i64 {
+            s.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma")
+        };
+        let (_dir, normal) = store();
+        assert!(normal.defer_sync().expect("defer").is_none(), "nothing to defer at normal");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = SqliteStore::open(&dir.path().join("edgepm.db"), Durability::Full).expect("open");
+        assert_eq!(synchronous(&full), 2, "FULL: every commit syncs");
+        let sync = full.defer_sync().expect("defer").expect("a WalSync at full");
+        assert_eq!(synchronous(&full), 1, "NORMAL: commits return before the disk has them");
+        full.begin().expect("begin");
+        full.upsert_asset("acme", "MTR-1", &[("site".into(), "A".into())], 1).expect("write");
+        full.commit().expect("commit");
+        assert!(dir.path().join("edgepm.db-wal").metadata().expect("WAL").len() > 0);
+        sync.sync().expect("sync of the WAL");
+        // A WAL that is gone (checkpointed and removed by the last connection) is nothing to sync.
+        drop(full);
+        assert!(!dir.path().join("edgepm.db-wal").exists());
+        sync.sync().expect("no WAL: nothing to sync");
     }
 
     #[test]
