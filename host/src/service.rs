@@ -346,19 +346,18 @@ impl Service {
             metrics: telemetry,
             waker: waker.clone(),
         };
-        // `durability = "full"`: a thread of its own syncs the commits to disk and then
-        // acknowledges them, while the ingest loop goes on with the next batch.
-        let syncer = match store.defer_sync()? {
-            Some(sync) => Some(Syncer::spawn(sync, acker.clone())?),
-            None => None,
-        };
+        // A thread of its own acknowledges the committed batches — with `durability = "full"`
+        // after syncing them to disk — while the ingest loop goes on with the next batch.
+        let sync = store.defer_sync()?;
+        let durable_at_commit = sync.is_none();
+        let acknowledger = Acknowledger::spawn(sync, acker)?;
         let ingest = IngestLoop {
             ingestor,
             rx,
             delivered: delivered_rx,
             stop_outbox: stop_outbox.clone(),
-            acker,
-            syncer,
+            acknowledger: Some(acknowledger),
+            durable_at_commit,
             runtime: runtime.handle().clone(),
             waker,
             batch_max: config.store.batch_max,
@@ -483,10 +482,11 @@ struct IngestLoop {
     delivered: std::sync::mpsc::Receiver<Vec<i64>>,
     /// Set once this loop has stored its last message: the dispatcher makes a last pass.
     stop_outbox: Arc<AtomicBool>,
-    /// Acknowledges a batch as soon as it is committed (`durability = "normal"`)...
-    acker: Acker,
-    /// ... or hands it to the thread that syncs the commits first (`"full"`).
-    syncer: Option<Syncer>,
+    /// Acknowledges committed batches (taken at the end, to finish its queue).
+    acknowledger: Option<Acknowledger>,
+    /// `durability = "normal"`: a commit is as durable as it gets when it returns, so the outbox
+    /// is woken at once (with `"full"` the acknowledger wakes it after the sync).
+    durable_at_commit: bool,
     runtime: tokio::runtime::Handle,
     waker: Waker,
     batch_max: usize,
@@ -532,8 +532,8 @@ impl IngestLoop {
                     // stored (and synced: the sync thread works off its queue first): let the
                     // outbox make its last pass, and record its deliveries until it is done (it
                     // drops its end of the channel).
-                    if let Some(syncer) = self.syncer.take() {
-                        syncer.finish();
+                    if let Some(acknowledger) = self.acknowledger.take() {
+                        acknowledger.finish();
                     }
                     self.stop_outbox.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.waker.wake();
@@ -563,12 +563,11 @@ impl IngestLoop {
                         std::thread::sleep(pause);
                     }
                     let messages = batch.len() as u64;
-                    match &self.syncer {
-                        Some(syncer) => syncer.after_sync(std::mem::take(&mut batch)),
-                        None => {
-                            self.acker.acknowledge(&batch);
-                            self.waker.wake();
-                        }
+                    if let Some(acknowledger) = &self.acknowledger {
+                        acknowledger.acknowledge(std::mem::take(&mut batch));
+                    }
+                    if self.durable_at_commit {
+                        self.waker.wake();
                     }
                     let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     t.messages += messages;
@@ -650,38 +649,42 @@ impl Acker {
     }
 }
 
-/// The thread that makes committed batches durable and then acknowledges them
-/// ([`SqliteStore::defer_sync`]). It syncs the WAL once for every batch queued since its last
-/// sync, so the ingest loop never waits for the disk and a slow sync covers many commits.
-struct Syncer {
+/// The thread that acknowledges committed batches, so the ingest loop does not spend its time
+/// on acknowledgements (one request each). With a [`WalSync`] ([`SqliteStore::defer_sync`],
+/// `durability = "full"`) it first syncs the WAL — once for every batch queued since its last
+/// sync, so the ingest loop never waits for the disk and a slow sync covers many commits — and
+/// then wakes the outbox for what those batches produced.
+struct Acknowledger {
     tx: std::sync::mpsc::Sender<Vec<Delivery>>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl Syncer {
-    fn spawn(sync: WalSync, acker: Acker) -> anyhow::Result<Syncer> {
+impl Acknowledger {
+    fn spawn(sync: Option<WalSync>, acker: Acker) -> anyhow::Result<Acknowledger> {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Delivery>>();
         let metrics = acker.metrics.clone();
-        let thread = std::thread::Builder::new().name("edgepm-sync".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("edgepm-ack".into()).spawn(move || {
             sync_then_acknowledge(
                 &rx,
-                || sync.sync(),
+                || sync.as_ref().map(WalSync::sync).transpose().map(|synced| synced.is_some()),
                 |batches| {
                     for batch in batches {
                         acker.acknowledge(batch);
                     }
-                    acker.waker.wake();
+                    if sync.is_some() {
+                        acker.waker.wake();
+                    }
                 },
                 &metrics,
             )
         })?;
-        Ok(Syncer { tx, thread })
+        Ok(Acknowledger { tx, thread })
     }
 
-    /// Acknowledges `batch` once everything committed so far is on disk.
-    fn after_sync(&self, batch: Vec<Delivery>) {
+    /// Acknowledges `batch` (committed) once everything committed so far is on disk.
+    fn acknowledge(&self, batch: Vec<Delivery>) {
         if self.tx.send(batch).is_err() {
-            warn!("The store sync thread is gone; acknowledgements not sent (the broker will redeliver)");
+            warn!("The acknowledging thread is gone; acknowledgements not sent (the broker will redeliver)");
         }
     }
 
@@ -692,14 +695,14 @@ impl Syncer {
     }
 }
 
-/// The sync thread's loop, until every sender is gone: waits for a committed batch, takes every
-/// other one queued by then (all committed before the sync starts), syncs once and hands them
-/// to `acknowledge`. When the sync fails they are dropped unacknowledged: the commits may not be
+/// The acknowledging thread's loop, until every sender is gone: waits for a committed batch,
+/// takes every other one queued by then (all committed before the sync starts), syncs once
+/// (`sync` says whether there was anything to sync) and hands them to `acknowledge`. When the sync fails they are dropped unacknowledged: the commits may not be
 /// on disk, and the broker sends the messages again after a reconnect (stored once, acknowledged
 /// then).
 fn sync_then_acknowledge<T>(
     rx: &std::sync::mpsc::Receiver<Vec<T>>,
-    mut sync: impl FnMut() -> std::io::Result<()>,
+    mut sync: impl FnMut() -> std::io::Result<bool>,
     mut acknowledge: impl FnMut(&[Vec<T>]),
     metrics: &crate::metrics::TelemetryMetrics,
 ) {
@@ -708,8 +711,10 @@ fn sync_then_acknowledge<T>(
         batches.extend(rx.try_iter());
         let started = Instant::now();
         match sync() {
-            Ok(()) => {
-                metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+            Ok(synced) => {
+                if synced {
+                    metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                }
                 acknowledge(&batches);
             }
             Err(e) => {
@@ -750,7 +755,7 @@ mod tests {
             &rx,
             || {
                 events.borrow_mut().push("sync".into());
-                Ok(())
+                Ok(true)
             },
             |batches| events.borrow_mut().push(format!("ack {batches:?}")),
             &metrics,

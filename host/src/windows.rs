@@ -105,13 +105,20 @@ impl DeviceWindows {
         let mut channels: Vec<Channel> = Vec::new();
         let mut counts: Vec<Option<u32>> = Vec::new(); // per channel: samples per reading, None = varies
         for r in &newest {
-            for (name, samples) in &r.channels {
-                let i = match channels.iter().position(|c| &c.name == name) {
+            for (j, (name, samples)) in r.channels.iter().enumerate() {
+                // Readings of a device nearly always carry the same channels (sorted by name):
+                // look where the previous reading had this one first.
+                let i = match channels.get(j).filter(|c| &c.name == name) {
+                    Some(_) => Some(j),
+                    None => channels.iter().position(|c| &c.name == name),
+                };
+                let i = match i {
                     Some(i) => i,
                     None => {
                         channels.push(Channel {
                             name: name.clone(),
-                            samples: Vec::new(),
+                            // Room for the whole window when every reading has this many samples.
+                            samples: Vec::with_capacity(newest.len() * samples_len(samples) as usize),
                             samples_per_reading: 0,
                         });
                         counts.push(Some(samples_len(samples)));
