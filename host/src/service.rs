@@ -3,8 +3,9 @@
 //!
 //! Threads: a small tokio runtime drives the two MQTT connections and HTTP; the ingest loop
 //! (decode, store, windows, plugins) runs on a thread of its own and commits a batch of messages
-//! per transaction, then hands the batch's acknowledgements to the ingest session; the outbox
-//! dispatcher runs on another thread with its own store connection.
+//! per transaction, then hands the batch to the acknowledging thread (`Acknowledger`: with
+//! `durability = "full"` it syncs the commits to disk first) and goes on with the next; the
+//! outbox dispatcher runs on another thread with its own store connection.
 
 use crate::ingest::mqtt::{
     self, ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session,
