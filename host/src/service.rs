@@ -530,7 +530,7 @@ impl IngestLoop {
                 Ok(Some(d)) => batch.push(d),
                 Ok(None) => {
                     // The ingest session is gone (shutdown) and every received message is
-                    // stored (and synced: the sync thread works off its queue first): let the
+                    // stored (and synced: the acknowledging thread finishes its queue): let the
                     // outbox make its last pass, and record its deliveries until it is done (it
                     // drops its end of the channel).
                     if let Some(acknowledger) = self.acknowledger.take() {
@@ -698,9 +698,9 @@ impl Acknowledger {
 
 /// The acknowledging thread's loop, until every sender is gone: waits for a committed batch,
 /// takes every other one queued by then (all committed before the sync starts), syncs once
-/// (`sync` says whether there was anything to sync) and hands them to `acknowledge`. When the sync fails they are dropped unacknowledged: the commits may not be
-/// on disk, and the broker sends the messages again after a reconnect (stored once, acknowledged
-/// then).
+/// (`sync` says whether there was anything to sync) and hands them to `acknowledge`. When the
+/// sync fails they are dropped unacknowledged: the commits may not be on disk, and the broker
+/// sends the messages again after a reconnect (stored once, acknowledged then).
 fn sync_then_acknowledge<T>(
     rx: &std::sync::mpsc::Receiver<Vec<T>>,
     mut sync: impl FnMut() -> std::io::Result<bool>,
