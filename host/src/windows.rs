@@ -108,11 +108,12 @@ impl DeviceWindows {
             for (j, (name, samples)) in r.channels.iter().enumerate() {
                 // Readings of a device nearly always carry the same channels (sorted by name):
                 // look where the previous reading had this one first.
-                let i = match channels.get(j).filter(|c| &c.name == name) {
-                    Some(_) => Some(j),
-                    None => channels.iter().position(|c| &c.name == name),
+                let found = if channels.get(j).is_some_and(|c| &c.name == name) {
+                    Some(j)
+                } else {
+                    channels.iter().position(|c| &c.name == name)
                 };
-                let i = match i {
+                let i = match found {
                     Some(i) => i,
                     None => {
                         channels.push(Channel {
