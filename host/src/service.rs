@@ -318,8 +318,8 @@ impl Service {
         let checkpoint_thread = store.spawn_checkpointer(stop_outbox.clone())?;
 
         // Ingest session and loop.
-        // Persistent session, and acknowledgements sent by the ingest loop after each commit —
-        // never by the client on receipt.
+        // Persistent session, and acknowledgements sent after each commit (by the acknowledging
+        // thread, see below) — never by the client on receipt.
         let mut in_options = config.mqtt.options(&config.mqtt.client_id, false)?;
         in_options.set_manual_acks(true);
         let (in_client, in_loop) = mqtt::client(in_options, 65_536);
@@ -548,7 +548,7 @@ impl IngestLoop {
                 }
             }
             // Group commit without waiting: everything that queued up while the previous batch
-            // was processed shares this transaction (one fsync), so batches grow with the load
+            // was processed shares this transaction (and a sync), so batches grow with the load
             // and a lone reading is committed at once.
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
@@ -565,7 +565,9 @@ impl IngestLoop {
                     }
                     let messages = batch.len() as u64;
                     if let Some(acknowledger) = &self.acknowledger {
-                        acknowledger.acknowledge(std::mem::take(&mut batch));
+                        // The next batch gets a vector of its own, sized like this one.
+                        let next = Vec::with_capacity(batch.len());
+                        acknowledger.acknowledge(std::mem::replace(&mut batch, next));
                     }
                     if self.durable_at_commit {
                         self.waker.wake();
@@ -616,7 +618,6 @@ impl IngestLoop {
 
 /// Sends the acknowledgements of stored (with `durability = "full"`: stored and synced)
 /// messages to the ingest session.
-#[derive(Clone)]
 struct Acker {
     /// The ingest session's current connection: acknowledgements go to it only.
     connection: Connection,
@@ -682,7 +683,7 @@ impl Acknowledger {
         Ok(Acknowledger { tx, thread })
     }
 
-    /// Acknowledges `batch` (committed) once everything committed so far is on disk.
+    /// Acknowledges `batch`, committed — with a [`WalSync`], once it is on disk.
     fn acknowledge(&self, batch: Vec<Delivery>) {
         if self.tx.send(batch).is_err() {
             warn!("The acknowledging thread is gone; acknowledgements not sent (the broker will redeliver)");
