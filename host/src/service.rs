@@ -345,12 +345,10 @@ impl Service {
             client: in_client,
             runtime: runtime.handle().clone(),
             metrics: telemetry,
-            waker: waker.clone(),
         };
         // A thread of its own acknowledges the committed batches — with `durability = "full"`
         // after syncing them to disk — while the ingest loop goes on with the next batch.
         let sync = store.defer_sync()?;
-        let durable_at_commit = sync.is_none();
         let acknowledger = Acknowledger::spawn(sync, acker)?;
         let ingest = IngestLoop {
             ingestor,
@@ -358,7 +356,6 @@ impl Service {
             delivered: delivered_rx,
             stop_outbox: stop_outbox.clone(),
             acknowledger: Some(acknowledger),
-            durable_at_commit,
             runtime: runtime.handle().clone(),
             waker,
             batch_max: config.store.batch_max,
@@ -485,9 +482,6 @@ struct IngestLoop {
     stop_outbox: Arc<AtomicBool>,
     /// Acknowledges committed batches (taken at the end, to finish its queue).
     acknowledger: Option<Acknowledger>,
-    /// `durability = "normal"`: a commit is as durable as it gets when it returns, so the outbox
-    /// is woken at once (with `"full"` the acknowledger wakes it after the sync).
-    durable_at_commit: bool,
     runtime: tokio::runtime::Handle,
     waker: Waker,
     batch_max: usize,
@@ -569,9 +563,11 @@ impl IngestLoop {
                         let next = Vec::with_capacity(batch.len());
                         acknowledger.acknowledge(std::mem::replace(&mut batch, next));
                     }
-                    if self.durable_at_commit {
-                        self.waker.wake();
-                    }
+                    // The outputs leave as soon as they are committed, without waiting for the
+                    // acknowledging thread's sync (`durability = "full"`): delivery is at least
+                    // once, and should a power cut take the commit, the broker redelivers its
+                    // unacknowledged readings, which produce the same outputs again.
+                    self.waker.wake();
                     let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     t.messages += messages;
                     add(&mut t.batch, &report);
@@ -624,8 +620,6 @@ struct Acker {
     client: AsyncClient,
     runtime: tokio::runtime::Handle,
     metrics: crate::metrics::TelemetryMetrics,
-    /// The outbox, woken once a batch's outputs may leave.
-    waker: Waker,
 }
 
 impl Acker {
@@ -654,8 +648,7 @@ impl Acker {
 /// The thread that acknowledges committed batches, so the ingest loop does not spend its time
 /// on acknowledgements (one request each). With a [`WalSync`] ([`SqliteStore::defer_sync`],
 /// `durability = "full"`) it first syncs the WAL — once for every batch queued since its last
-/// sync, so the ingest loop never waits for the disk and a slow sync covers many commits — and
-/// then wakes the outbox for what those batches produced.
+/// sync, so the ingest loop never waits for the disk and a slow sync covers many commits.
 struct Acknowledger {
     tx: std::sync::mpsc::Sender<Vec<Delivery>>,
     thread: std::thread::JoinHandle<()>,
@@ -672,9 +665,6 @@ impl Acknowledger {
                 |batches| {
                     for batch in batches {
                         acker.acknowledge(batch);
-                    }
-                    if sync.is_some() {
-                        acker.waker.wake();
                     }
                 },
                 &metrics,
