@@ -6,7 +6,10 @@
 #     from the first reading stored to the N-th (the readings table keeps each one's receive time);
 #   - the peer (run_peer.sh) drains the same N after each round of drains: compare the ratio;
 #   - latency: `edgepm simulate --measure-latency` publishes at a fixed rate (readings/s) and
-#     times each prediction from the publication of the reading that completed its window.
+#     times each prediction from the publication of the reading that completed its window; the
+#     same runs against the latency floor (host/examples/latency_floor.rs: a client that answers
+#     every 8th reading of a device at once, no store, no plugins) give what the broker, the
+#     simulator and the two shared cores cost by themselves.
 # The machines are shared and noisy (the same drain gives 31k–61k readings/s minutes apart), so
 # the drains and the peer run REPEAT rounds and the last lines give the medians and their ratio.
 # Usage: scripts/bench/telemetry.sh [N=50000] [RATE=10000]
@@ -16,6 +19,7 @@
 #   LATENCY_RATES="1000 RATE" rates of the staggered latency runs (RATE/10 motors × 10 readings/s);
 #                            the lockstep run is at RATE only
 #   EDGEPM=<binary>          benchmark this build instead of building target/release/edgepm
+#   LATENCY_FLOOR=<binary>   the latency floor client (default: built next to edgepm)
 #   PEER_DIR  the peer's folder (default ../shared/bench next to the repository); SKIP_PEER=1,
 #   SKIP_LATENCY=1 leave those runs out
 set -euo pipefail
@@ -33,6 +37,10 @@ if [ -n "${EDGEPM:-}" ]; then
 else
   cargo build --release --locked -p edgepm >&2
   edgepm="$target/release/edgepm"
+fi
+floor_bin=${LATENCY_FLOOR:-$target/release/examples/latency_floor}
+if [ -z "${SKIP_LATENCY:-}" ] && [ -z "${LATENCY_FLOOR:-}" ]; then
+  cargo build --release --locked -p edgepm --example latency_floor >&2
 fi
 
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
@@ -81,6 +89,15 @@ c.subscribe("edgepm/+/+/telemetry", qos=1); time.sleep(0.5); c.loop_stop(); c.di
 PY
 }
 
+end_session() {  # drop the persistent session once its run is over: otherwise the broker goes on
+  # queueing every later run's readings for it, and each run pays for all the earlier ones
+  "$py" - "$port" "$1" <<'PY'
+import sys, time, paho.mqtt.client as mqtt
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sys.argv[2], clean_session=True)
+c.connect("127.0.0.1", int(sys.argv[1])); c.loop_start(); time.sleep(0.2); c.loop_stop(); c.disconnect()
+PY
+}
+
 drain() {  # $1 durability, $2 devices, $3 round → prints a JSON line
   local d="$work/drain-$1-$2-$3"; prepare "$d" "$1"
   session "edgepm-bench-drain-$1-$2-$3"
@@ -112,6 +129,7 @@ print(json.dumps({"engine": "edgepm", "round": rnd, "durability": durability, "d
 PY
   pkill -TERM -P "$pid" || true  # edgepm, the child of /usr/bin/time (which would die without reporting)
   wait "$pid" 2>/dev/null || true
+  end_session "edgepm-bench-drain-$1-$2-$3"
   "$py" - "$d/result.json" "$d/time" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -137,6 +155,17 @@ latency() {  # fixed-rate publish → prediction latency; $1 durability, $2 read
   "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update({"engine": "edgepm", "rate": int(sys.argv[2]), "durability": sys.argv[3], "stagger_s": float(sys.argv[4]), "wal_bytes": int(sys.argv[5])}); print(json.dumps(r))' \
     "$d/latency.json" "$2" "$1" "$3" "$wal"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  end_session "edgepm-bench-latency-$1-$2-$3"
+}
+
+floor() {  # the same run against the latency floor client; $1 readings/s, $2 stagger s
+  "$floor_bin" "mqtt://127.0.0.1:$port" 8 2>/dev/null &
+  local pid=$!
+  sleep 1
+  "$edgepm" simulate --broker "mqtt://127.0.0.1:$port" --motors "$(( $1 / 10 ))" --rate 10 --failing 0 \
+    --stagger "$2" --duration 20 --measure-latency 2>/dev/null | tail -1 \
+    | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); r.update({"engine": "floor", "rate": int(sys.argv[1]), "stagger_s": float(sys.argv[2])}); print(json.dumps(r))' "$1" "$2"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 sets=${DEVICE_SETS:-100 1000}
@@ -161,6 +190,8 @@ if [ -z "${SKIP_LATENCY:-}" ]; then
     for rate in ${LATENCY_RATES:-1000 $RATE}; do latency "$dur" "$rate" 0.8; done
     latency "$dur" "$RATE" 0
   done
+  for rate in ${LATENCY_RATES:-1000 $RATE}; do floor "$rate" 0.8; done
+  floor "$RATE" 0
 fi
 # Medians of the rounds, and their ratio to the peer's median.
 "$py" - "$results" <<'PY'
