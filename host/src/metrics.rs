@@ -120,6 +120,9 @@ pub struct TelemetryMetrics {
     pub sync_seconds: Histogram,
     /// Syncs of the store to disk that failed (their messages are not acknowledged).
     pub sync_failures: Counter,
+    /// Seconds the ingest loop spent letting the WAL restart (its own checkpoint, between two
+    /// batches: every reading waiting meanwhile waits that long).
+    pub wal_restart_seconds: Histogram,
     /// 1 while the ingest MQTT session is connected.
     pub mqtt_connected: Gauge,
     /// Connection losses of the ingest MQTT session.
@@ -154,6 +157,7 @@ impl TelemetryMetrics {
             commit_seconds: latency_histogram(),
             sync_seconds: latency_histogram(),
             sync_failures: Counter::default(),
+            wal_restart_seconds: latency_histogram(),
             mqtt_connected: Gauge::default(),
             mqtt_disconnects: Counter::default(),
         }
@@ -186,6 +190,11 @@ impl TelemetryMetrics {
             "edgepm_store_sync_failures",
             "Syncs to disk that failed (messages left unacknowledged)",
             self.sync_failures.clone(),
+        );
+        r.register(
+            "edgepm_store_wal_restart_seconds",
+            "Pauses of the ingest loop while the WAL restarts (the writer's checkpoint)",
+            self.wal_restart_seconds.clone(),
         );
         r.register("edgepm_mqtt_connected", "1 while the MQTT session is up", self.mqtt_connected.clone());
         r.register("edgepm_mqtt_disconnects", "MQTT connection losses", self.mqtt_disconnects.clone());

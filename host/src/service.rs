@@ -344,7 +344,7 @@ impl Service {
             connection: connection.clone(),
             client: in_client,
             runtime: runtime.handle().clone(),
-            metrics: telemetry,
+            metrics: telemetry.clone(),
         };
         // A thread of its own acknowledges the committed batches — with `durability = "full"`
         // after syncing them to disk — while the ingest loop goes on with the next batch.
@@ -356,6 +356,7 @@ impl Service {
             delivered: delivered_rx,
             stop_outbox: stop_outbox.clone(),
             acknowledger: Some(acknowledger),
+            metrics: telemetry,
             runtime: runtime.handle().clone(),
             waker,
             batch_max: config.store.batch_max,
@@ -482,6 +483,7 @@ struct IngestLoop {
     stop_outbox: Arc<AtomicBool>,
     /// Acknowledges committed batches (taken at the end, to finish its queue).
     acknowledger: Option<Acknowledger>,
+    metrics: crate::metrics::TelemetryMetrics,
     runtime: tokio::runtime::Handle,
     waker: Waker,
     batch_max: usize,
@@ -583,9 +585,17 @@ impl IngestLoop {
             }
             batch.clear();
             // Let a large WAL start over (see `SqliteStore::restart_wal_when_due`).
+            let started = Instant::now();
             match self.store.restart_wal_when_due() {
                 Some(Ok((frames, copied))) => {
-                    tracing::debug!(frames, copied, "WAL checkpoint by the writer: the WAL restarts")
+                    let paused = started.elapsed();
+                    self.metrics.wal_restart_seconds.observe(paused.as_secs_f64());
+                    tracing::debug!(
+                        frames,
+                        copied,
+                        ms = paused.as_millis() as u64,
+                        "WAL checkpoint by the writer: the WAL restarts"
+                    )
                 }
                 Some(Err(e)) => warn!(error = %e, "WAL checkpoint failed"),
                 None => {}

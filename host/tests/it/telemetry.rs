@@ -276,6 +276,8 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
     );
     let stored = crate::support::metric(&metrics, "edgepm_readings_total", &[("tenant", "acme")]);
     assert_eq!(stored, good.len() as f64);
+    // The WAL restart pauses are exposed (none in a run this short: the WAL stays far below 128 MiB).
+    assert!(metrics.lines().any(|l| l == "edgepm_store_wal_restart_seconds_count 0"), "{metrics}");
     host.stop();
 }
 
