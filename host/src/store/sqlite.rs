@@ -95,7 +95,7 @@ struct WalProgress {
 }
 
 /// Makes the commits of a store with deferred syncs durable ([`SqliteStore::defer_sync`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WalSync {
     wal: PathBuf,
 }
