@@ -16,6 +16,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("model-score", "model_score"),
     ("threshold-policy", "threshold_policy"),
     ("chaos-policy", "chaos_policy"),
+    ("chaos-score", "chaos_score"),
+    ("chaos-preprocess", "chaos_preprocess"),
 ];
 
 fn main() {

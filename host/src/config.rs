@@ -9,6 +9,8 @@
 //! [limits]
 //! deadline_ms = 50                 # per plugin call
 //! memory_mib = 32                  # per plugin instance
+//! max_window = 10000               # most readings a preprocessor's window-size may ask for
+//! max_features = 1024              # most features (and contributions) a plugin may return
 //!
 //! [alerts]
 //! email = ["maintenance@plant.example"]
@@ -35,10 +37,16 @@ pub const DEFAULT_DEADLINE_MS: u64 = 50;
 pub const DEFAULT_MEMORY_MIB: u64 = 32;
 /// Model name when `tenant.toml` sets none.
 pub const DEFAULT_MODEL: &str = "default";
+/// Most readings per window when `[limits]` sets none.
+pub const DEFAULT_MAX_WINDOW: u32 = 10_000;
+/// Most features a plugin may return when `[limits]` sets none.
+pub const DEFAULT_MAX_FEATURES: usize = 1024;
 /// Upper bounds that catch unit mistakes (a deadline in microseconds, a cap in bytes).
 const MAX_DEADLINE_MS: u64 = 10_000;
 const MAX_MEMORY_MIB: u64 = 4_096;
 const MAX_HOP: u32 = 100_000;
+const MAX_MAX_WINDOW: u32 = 1_000_000;
+const MAX_MAX_FEATURES: usize = 65_536;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +77,12 @@ pub struct Limits {
     pub deadline_ms: u64,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Largest `window-size` a preprocessor may return (readings the host keeps per device).
+    #[serde(default = "default_max_window")]
+    pub max_window: u32,
+    /// Most features a preprocessor may return, and contributions a scorer.
+    #[serde(default = "default_max_features")]
+    pub max_features: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -92,10 +106,21 @@ fn default_deadline_ms() -> u64 {
 fn default_memory_mib() -> u64 {
     DEFAULT_MEMORY_MIB
 }
+fn default_max_window() -> u32 {
+    DEFAULT_MAX_WINDOW
+}
+fn default_max_features() -> usize {
+    DEFAULT_MAX_FEATURES
+}
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deadline_ms: DEFAULT_DEADLINE_MS, memory_mib: DEFAULT_MEMORY_MIB }
+        Limits {
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            max_window: DEFAULT_MAX_WINDOW,
+            max_features: DEFAULT_MAX_FEATURES,
+        }
     }
 }
 
@@ -151,6 +176,18 @@ impl TenantConfig {
             problems.push(format!(
                 "limits.memory_mib must be within 1..={MAX_MEMORY_MIB}, got {}",
                 self.limits.memory_mib
+            ));
+        }
+        if !(1..=MAX_MAX_WINDOW).contains(&self.limits.max_window) {
+            problems.push(format!(
+                "limits.max_window must be within 1..={MAX_MAX_WINDOW}, got {}",
+                self.limits.max_window
+            ));
+        }
+        if !(1..=MAX_MAX_FEATURES).contains(&self.limits.max_features) {
+            problems.push(format!(
+                "limits.max_features must be within 1..={MAX_MAX_FEATURES}, got {}",
+                self.limits.max_features
             ));
         }
         if self.hop.is_some_and(|h| !(1..=MAX_HOP).contains(&h)) {

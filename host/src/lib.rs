@@ -22,6 +22,8 @@
 //! - [`dataset`]: labelled training windows from the simulator's physics (`edgepm dataset`).
 //! - [`pipeline`]: one window through the three stages.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`worker`]: worker threads whose death stops the process (so it is restarted).
+//! - [`health`]: what keeps the host from being ready (store failures, syncs, disk space).
 //! - [`api`]: HTTP liveness, readiness and metrics.
 //!
 //! The contract with plugins is `wit/plugin.wit` at the repository root.
@@ -30,6 +32,7 @@ pub mod api;
 pub mod config;
 pub mod dataset;
 pub mod demo;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
@@ -42,3 +45,4 @@ pub mod sim;
 pub mod store;
 pub mod types;
 pub mod windows;
+pub mod worker;

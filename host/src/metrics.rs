@@ -35,6 +35,11 @@ pub enum CallOutcome {
     Memory,
     /// Any other trap: a bug in the plugin.
     Trap,
+    /// The plugin tried to wait inside WASI (sleep, poll, blocking I/O): refused.
+    Blocked,
+    /// The plugin returned something the host refuses (a probability outside [0, 1], features
+    /// whose names and values do not pair up, another device's history, ...).
+    InvalidOutput,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +132,12 @@ pub struct TelemetryMetrics {
     pub mqtt_connected: Gauge,
     /// Connection losses of the ingest MQTT session.
     pub mqtt_disconnects: Counter,
+    /// Store transactions of the ingest loop that failed (the batch is retried in place).
+    pub failed_batches: Counter,
+    /// Bytes free for the store on the data folder's filesystem.
+    pub free_bytes: Gauge,
+    /// What keeps the host from being ready (`/readyz`).
+    pub health: std::sync::Arc<crate::health::Health>,
 }
 
 impl std::fmt::Debug for TelemetryMetrics {
@@ -160,6 +171,9 @@ impl TelemetryMetrics {
             wal_restart_seconds: latency_histogram(),
             mqtt_connected: Gauge::default(),
             mqtt_disconnects: Counter::default(),
+            failed_batches: Counter::default(),
+            free_bytes: Gauge::default(),
+            health: Default::default(),
         }
     }
 
@@ -198,6 +212,16 @@ impl TelemetryMetrics {
         );
         r.register("edgepm_mqtt_connected", "1 while the MQTT session is up", self.mqtt_connected.clone());
         r.register("edgepm_mqtt_disconnects", "MQTT connection losses", self.mqtt_disconnects.clone());
+        r.register(
+            "edgepm_store_failed_batches",
+            "Store transactions that failed (disk full, I/O error); the batch is retried, not acknowledged",
+            self.failed_batches.clone(),
+        );
+        r.register(
+            "edgepm_store_free_bytes",
+            "Bytes free on the data folder's filesystem",
+            self.free_bytes.clone(),
+        );
     }
 
     pub fn readings(&self, tenant: &str) -> Counter {
@@ -269,6 +293,8 @@ impl Metrics {
             timeout: outcome(CallOutcome::Timeout),
             memory: outcome(CallOutcome::Memory),
             trap: outcome(CallOutcome::Trap),
+            blocked: outcome(CallOutcome::Blocked),
+            invalid_output: outcome(CallOutcome::InvalidOutput),
             seconds: self
                 .call_seconds
                 .get_or_create(&StageLabels { tenant: tenant.to_string(), stage })
@@ -309,6 +335,8 @@ pub struct StageMetrics {
     timeout: Counter,
     memory: Counter,
     trap: Counter,
+    blocked: Counter,
+    invalid_output: Counter,
     seconds: Histogram,
 }
 
@@ -320,6 +348,8 @@ impl StageMetrics {
             CallOutcome::Timeout => &self.timeout,
             CallOutcome::Memory => &self.memory,
             CallOutcome::Trap => &self.trap,
+            CallOutcome::Blocked => &self.blocked,
+            CallOutcome::InvalidOutput => &self.invalid_output,
         }
         .inc();
         self.seconds.observe(seconds);
@@ -334,6 +364,8 @@ impl CallOutcome {
             CallOutcome::Timeout => "timeout",
             CallOutcome::Memory => "memory",
             CallOutcome::Trap => "trap",
+            CallOutcome::Blocked => "blocked",
+            CallOutcome::InvalidOutput => "invalid_output",
         }
     }
 }

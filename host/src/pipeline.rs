@@ -73,7 +73,8 @@ struct Pending {
 /// plugins, returning one outcome per window, with its [`WindowId`], in the same order.
 ///
 /// Each tenant's plugins are taken once for the whole call, so a hot swap lands between two
-/// calls. Stages run as: every window's features first (the preprocessor sees nothing but its
+/// calls — except a quarantine during the call: the tenant's windows after it run on the version
+/// restored (each window still on one snapshot, see `newer`). Stages run as: every window's features first (the preprocessor sees nothing but its
 /// window), then one batched model call per tenant for all its windows (the tenant's default
 /// model, on the features as the preprocessor returned them), then, window by window in order,
 /// the scorer — whose `predict` is answered from the batch when it asks for exactly that — and
@@ -87,6 +88,9 @@ pub fn process_windows(
 ) -> impl Iterator<Item = (WindowId, Result<WindowOutcome, PipelineError>)> + '_ {
     let mut snapshots: HashMap<String, Arc<TenantPipeline>> = HashMap::new();
     let mut pending = Vec::with_capacity(windows.len());
+    // Tenants one of whose calls trapped in this group: a quarantine may have replaced a version,
+    // and their later windows take the replacement (see `newer`).
+    let trapped = Trapped::default();
     for window in windows {
         let pipeline = match snapshots.get(&window.tenant) {
             Some(p) => Some(p.clone()),
@@ -97,7 +101,16 @@ pub fn process_windows(
         let id = WindowId::of(&window);
         let features = match pipeline {
             None => Err(PipelineError::UnknownTenant(id.tenant.clone())),
-            Some(p) => run(host, &p, Stage::Preprocess, |s| s.features(window)).map(|f| (p, f)),
+            Some(p) => {
+                let features = run(host, &p, Stage::Preprocess, &trapped, |s| s.features(window));
+                if features.is_err()
+                    && trapped.has(&p.name)
+                    && let Some(n) = host.tenant(&p.name).filter(|n| !Arc::ptr_eq(n, &p))
+                {
+                    snapshots.insert(p.name.clone(), n);
+                }
+                features.map(|f| (p, f))
+            }
         };
         pending.push(Pending { id, features, prefetched: None });
     }
@@ -105,9 +118,49 @@ pub fn process_windows(
         prefetch(host, pipeline, &mut pending);
     }
     pending.into_iter().map(move |w| {
-        let outcome = w.features.and_then(|(p, features)| finish(host, &p, &w.id, features, w.prefetched));
+        let outcome = w.features.and_then(|(p, features)| {
+            let p = newer(host, &trapped, p);
+            finish(host, &p, &w.id, features, w.prefetched, &trapped)
+        });
         (w.id, outcome)
     })
+}
+
+/// Tenants with a trap (or a blocked call, or an invalid output) in the current group.
+#[derive(Default)]
+struct Trapped(std::cell::RefCell<Vec<String>>);
+
+impl Trapped {
+    fn add(&self, tenant: &str) {
+        let mut t = self.0.borrow_mut();
+        if !t.iter().any(|n| n == tenant) {
+            t.push(tenant.to_string());
+        }
+    }
+    fn has(&self, tenant: &str) -> bool {
+        self.0.borrow().iter().any(|n| n == tenant)
+    }
+}
+
+/// The snapshot the rest of a window should run on: `p`, unless a call of its tenant trapped in
+/// this group and a quarantine replaced its score or policy version since. Then the window's
+/// remaining stages run on the new snapshot — it has the same preprocessor, which computed the
+/// window's features, so the window is still processed by one snapshot. Without this, a version
+/// quarantined after its third trap kept failing every other window of the group (each up to its
+/// deadline), holding up every tenant behind them.
+fn newer(host: &PluginHost, trapped: &Trapped, p: Arc<TenantPipeline>) -> Arc<TenantPipeline> {
+    if !trapped.has(&p.name) {
+        return p;
+    }
+    match host.tenant(&p.name) {
+        Some(n)
+            if !Arc::ptr_eq(&n, &p)
+                && n.stage(Stage::Preprocess).version() == p.stage(Stage::Preprocess).version() =>
+        {
+            n
+        }
+        _ => p,
+    }
 }
 
 /// Computes, in one model call, the tenant's default model on the features of every pending
@@ -151,11 +204,12 @@ fn finish(
     id: &WindowId,
     features: Features,
     prefetched: Option<Prefetched>,
+    trapped: &Trapped,
 ) -> Result<WindowOutcome, PipelineError> {
     let (tenant, device, end_ms) = (id.tenant.clone(), id.device.clone(), id.end_ms);
     host.history().record_features(&tenant, &device, end_ms, &features);
-    let score = run(host, p, Stage::Score, |s| s.score(&features, prefetched))?;
-    let decision = run(host, p, Stage::Policy, |s| s.decide(&device, end_ms, &features, &score))?;
+    let score = run(host, p, Stage::Score, trapped, |s| s.score(&features, prefetched))?;
+    let decision = run(host, p, Stage::Policy, trapped, |s| s.decide(&device, end_ms, &features, &score))?;
     if !decision.alerts.is_empty() {
         host.history().record_alert(&tenant, &device, end_ms);
     }
@@ -167,6 +221,7 @@ fn run<R>(
     host: &PluginHost,
     pipeline: &TenantPipeline,
     stage: Stage,
+    trapped: &Trapped,
     call: impl FnOnce(&crate::plugins::StagePlugin) -> Result<R, CallError>,
 ) -> Result<R, PipelineError> {
     let plugin = pipeline.stage(stage);
@@ -174,6 +229,7 @@ fn run<R>(
         tracing::trace_span!("plugin", tenant = %pipeline.name, %stage, version = plugin.version()).entered();
     call(plugin).map_err(|error| {
         if error.is_trap() {
+            trapped.add(&pipeline.name);
             host.report_trap(pipeline, stage);
         }
         PipelineError::Stage {

@@ -7,6 +7,7 @@
 //! `durability = "full"` it syncs the commits to disk first) and goes on with the next; the
 //! outbox dispatcher runs on another thread with its own store connection.
 
+use crate::health::Part;
 use crate::ingest::mqtt::{
     self, ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session,
 };
@@ -14,7 +15,7 @@ use crate::ingest::{BatchReport, Ingestor, Limits};
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
 use crate::plugins::{HostOptions, PluginHost};
-use crate::store::{Counts, Durability, SqliteStore, WalSync};
+use crate::store::{Counts, Durability, SqliteStore, StoreGone, WalSync};
 use anyhow::Context as _;
 use rumqttc::{AsyncClient, QoS};
 use serde::Deserialize;
@@ -254,6 +255,8 @@ pub struct Service {
     /// Stops the publishing session and HTTP, after the outbox's last pass.
     stop_output: tokio::sync::watch::Sender<bool>,
     stop_outbox: Arc<AtomicBool>,
+    /// Set when shutdown starts: worker threads that end after it are not a failure.
+    shutting_down: Arc<AtomicBool>,
     outbox_waker: Waker,
     ingest_thread: Option<std::thread::JoinHandle<()>>,
     outbox_thread: Option<std::thread::JoinHandle<()>>,
@@ -273,6 +276,7 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let mut options = HostOptions::new(config.plugins_dir(), config.models_dir());
         options.cache_dir = Some(config.data_dir.join("cache"));
+        options.refused_file = Some(config.data_dir.join("refused-plugins.json"));
         let host = PluginHost::open(options, store.clone(), metrics.clone())?;
         if host.tenant_names().is_empty() {
             warn!(plugins_dir = %config.plugins_dir().display(), "No tenant folder: every reading will be dead-lettered until one is added");
@@ -313,8 +317,9 @@ impl Service {
             delivered_tx,
         )?;
         let outbox_waker = waker.clone();
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let outbox_thread =
-            std::thread::Builder::new().name("edgepm-outbox".into()).spawn(move || dispatcher.run())?;
+            crate::worker::spawn("edgepm-outbox", shutting_down.clone(), move || dispatcher.run())?;
         let checkpoint_thread = store.spawn_checkpointer(stop_outbox.clone())?;
 
         // Ingest session and loop.
@@ -349,7 +354,7 @@ impl Service {
         // A thread of its own acknowledges the committed batches — with `durability = "full"`
         // after syncing them to disk — while the ingest loop goes on with the next batch.
         let sync = store.defer_sync()?;
-        let acknowledger = Acknowledger::spawn(sync, acker)?;
+        let acknowledger = Acknowledger::spawn(sync, acker, shutting_down.clone())?;
         let ingest = IngestLoop {
             ingestor,
             rx,
@@ -364,9 +369,10 @@ impl Service {
             store: store.clone(),
             retention_days: config.store.retention_days,
             pause_before_ack: pause_before_ack()?,
+            rx_closed: false,
         };
         let ingest_thread =
-            std::thread::Builder::new().name("edgepm-ingest".into()).spawn(move || ingest.run())?;
+            crate::worker::spawn("edgepm-ingest", shutting_down.clone(), move || ingest.run())?;
 
         let http_addr = match config.http.listen {
             Some(addr) => {
@@ -398,6 +404,7 @@ impl Service {
             stop_ingest,
             stop_output,
             stop_outbox,
+            shutting_down,
             outbox_waker,
             ingest_thread: Some(ingest_thread),
             outbox_thread: Some(outbox_thread),
@@ -447,6 +454,7 @@ impl Service {
     }
 
     fn shutdown(&mut self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         // The ingest loop stores what it received, then stops the outbox after its last pass.
         let _ = self.stop_ingest.send(true);
         if let Some(t) = self.ingest_thread.take() {
@@ -493,7 +501,17 @@ struct IngestLoop {
     /// Fault injection for tests ([`PAUSE_BEFORE_ACK_ENV`]): a pause between a batch's commit
     /// and its acknowledgements.
     pause_before_ack: Option<Duration>,
+    /// The ingest session is gone (shutdown): a failing batch is no longer retried.
+    rx_closed: bool,
 }
+
+/// First pause before a failed batch is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Free space under which `/readyz` reports the disk (the store needs room for its WAL).
+const LOW_DISK_BYTES: u64 = 32 << 20;
+/// How often the ingest loop looks at the free disk space.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Environment variable (milliseconds) that makes the ingest loop pause after each commit,
 /// before acknowledging: the window in which a crash leaves messages stored but unacknowledged,
@@ -516,6 +534,7 @@ impl IngestLoop {
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.batch_max);
         let mut messages = Vec::with_capacity(self.batch_max);
         let mut next_purge = Instant::now();
+        let mut next_disk_check = Instant::now();
         let runtime = self.runtime.clone();
         loop {
             // Wait for messages; every 100 ms without any, delete what the outbox delivered.
@@ -554,34 +573,28 @@ impl IngestLoop {
             }
             messages.clear();
             messages.extend(batch.iter().map(|d| d.message.clone()));
-            match self.ingestor.process(&messages, &delivered, now_ms()) {
-                Ok(report) => {
-                    if let Some(pause) = self.pause_before_ack {
-                        std::thread::sleep(pause);
-                    }
-                    let messages = batch.len() as u64;
-                    if let Some(acknowledger) = &self.acknowledger {
-                        // The next batch gets a vector of its own, sized like this one.
-                        let next = Vec::with_capacity(batch.len());
-                        acknowledger.acknowledge(std::mem::replace(&mut batch, next));
-                    }
-                    // The outputs leave as soon as they are committed, without waiting for the
-                    // acknowledging thread's sync (`durability = "full"`): delivery is at least
-                    // once, and should a power cut take the commit, the broker redelivers its
-                    // unacknowledged readings, which produce the same outputs again.
-                    self.waker.wake();
-                    let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    t.messages += messages;
-                    add(&mut t.batch, &report);
+            if let Some(report) = self.store_batch(&messages, &mut delivered) {
+                if let Some(pause) = self.pause_before_ack {
+                    std::thread::sleep(pause);
                 }
-                Err(e) => {
-                    // Not acknowledged: the broker redelivers them after a reconnect. Pause so
-                    // a full disk or a locked database is not hammered.
-                    tracing::error!(error = %format!("{e:#}"), messages = batch.len(), "Storing a batch failed; its messages are not acknowledged");
-                    self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed_batches += 1;
-                    delivered.clear(); // sent again later: at least once
-                    std::thread::sleep(Duration::from_secs(1));
+                let messages = batch.len() as u64;
+                if let Some(acknowledger) = &self.acknowledger {
+                    // The next batch gets a vector of its own, sized like this one.
+                    let next = Vec::with_capacity(batch.len());
+                    acknowledger.acknowledge(std::mem::replace(&mut batch, next));
                 }
+                // The outputs leave as soon as they are committed, without waiting for the
+                // acknowledging thread's sync (`durability = "full"`): delivery is at least
+                // once, and should a power cut take the commit, the broker redelivers its
+                // unacknowledged readings, which produce the same outputs again.
+                self.waker.wake();
+                let mut t = self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                t.messages += messages;
+                add(&mut t.batch, &report);
+            }
+            if Instant::now() >= next_disk_check {
+                next_disk_check = Instant::now() + DISK_CHECK_EVERY;
+                self.check_disk();
             }
             batch.clear();
             // Let a large WAL start over (see `SqliteStore::restart_wal_when_due`).
@@ -609,6 +622,74 @@ impl IngestLoop {
                     Err(e) => warn!(error = %e, "Purging old rows failed"),
                 }
             }
+        }
+    }
+
+    /// Stores a batch, trying again in place with back-off while the store fails (disk full, I/O
+    /// error): its messages stay unacknowledged and in hand, so none is lost, and the broker —
+    /// whose in-flight window they fill — holds back the rest meanwhile. Each failure is counted
+    /// and `/readyz` reports it until a batch commits again. A database file removed or replaced
+    /// under the host cannot come back: that stops the process (see [`StoreGone`]). `None` only
+    /// when the session closed (shutdown) while the store was failing: the messages are left
+    /// unacknowledged for the broker to redeliver.
+    fn store_batch(
+        &mut self,
+        messages: &[crate::ingest::Message],
+        delivered: &mut Vec<i64>,
+    ) -> Option<BatchReport> {
+        let health = self.metrics.health.clone();
+        let mut pause = RETRY_FIRST;
+        for attempt in 1u64.. {
+            let e = match self.ingestor.process(messages, delivered, now_ms()) {
+                Ok(report) => {
+                    if health.recover(Part::Store) {
+                        info!(
+                            attempt,
+                            messages = messages.len(),
+                            "The store works again; the batch is stored"
+                        );
+                    }
+                    return Some(report);
+                }
+                Err(e) => e,
+            };
+            self.metrics.failed_batches.inc();
+            self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed_batches += 1;
+            // Sent again later: at least once.
+            delivered.clear();
+            if let Some(gone) = e.downcast_ref::<StoreGone>() {
+                health.fail(Part::Store, gone.to_string());
+                tracing::error!(error = %gone, "Stopping: nothing committed after this was acknowledged; a restart opens the file that is there now");
+                std::process::exit(crate::worker::WORKER_DIED_EXIT);
+            }
+            let reason = format!("{e:#}");
+            health.fail(Part::Store, format!("storing a batch failed {attempt} time(s): {reason}"));
+            tracing::error!(error = %reason, attempt, messages = messages.len(), retry_ms = pause.as_millis() as u64,
+                "Storing a batch failed; it is not acknowledged and will be tried again");
+            self.check_disk();
+            if self.rx_closed || self.rx.is_closed() {
+                self.rx_closed = true;
+                warn!(
+                    messages = messages.len(),
+                    "Shutting down with a batch the store refused; the broker will redeliver it"
+                );
+                return None;
+            }
+            std::thread::sleep(crate::ingest::mqtt::jitter(pause));
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+        None
+    }
+
+    /// Updates the free-space gauge and the disk's part of `/readyz`.
+    fn check_disk(&self) {
+        let Some(free) = self.store.free_bytes() else { return };
+        self.metrics.free_bytes.set(free.min(i64::MAX as u64) as i64);
+        let health = &self.metrics.health;
+        if free < LOW_DISK_BYTES {
+            health.fail(Part::Disk, format!("{} MiB free on the data folder's filesystem", free >> 20));
+        } else if health.recover(Part::Disk) {
+            info!(free_mib = free >> 20, "Free disk space is back");
         }
     }
 
@@ -665,10 +746,15 @@ struct Acknowledger {
 }
 
 impl Acknowledger {
-    fn spawn(sync: Option<WalSync>, acker: Acker) -> anyhow::Result<Acknowledger> {
+    fn spawn(
+        sync: Option<WalSync>,
+        acker: Acker,
+        shutting_down: Arc<AtomicBool>,
+    ) -> anyhow::Result<Acknowledger> {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Delivery>>();
         let metrics = acker.metrics.clone();
-        let thread = std::thread::Builder::new().name("edgepm-ack".into()).spawn(move || {
+        // After a failed sync the thread ends, which stops the process (see `sync_then_acknowledge`).
+        let thread = crate::worker::spawn("edgepm-ack", shutting_down, move || {
             sync_then_acknowledge(
                 &rx,
                 || sync.as_ref().map(WalSync::sync).transpose().map(|synced| synced.is_some()),
@@ -699,9 +785,11 @@ impl Acknowledger {
 
 /// The acknowledging thread's loop, until every sender is gone: waits for a committed batch,
 /// takes every other one queued by then (all committed before the sync starts), syncs once
-/// (`sync` says whether there was anything to sync) and hands them to `acknowledge`. When the
-/// sync fails they are dropped unacknowledged: the commits may not be on disk, and the broker
-/// sends the messages again after a reconnect (stored once, acknowledged then).
+/// (`sync` says whether there was anything to sync) and hands them to `acknowledge`. When a sync
+/// fails the loop ends at once and nothing is acknowledged any more: after a failed fsync the
+/// kernel may have dropped the dirty pages, so no later sync can vouch for the commits before it
+/// (the host then stops, and the broker redelivers every unacknowledged message to the restarted
+/// one, which stores what is missing).
 fn sync_then_acknowledge<T>(
     rx: &std::sync::mpsc::Receiver<Vec<T>>,
     mut sync: impl FnMut() -> std::io::Result<bool>,
@@ -721,8 +809,10 @@ fn sync_then_acknowledge<T>(
             }
             Err(e) => {
                 metrics.sync_failures.inc();
+                metrics.health.fail(Part::Sync, format!("syncing the store to disk failed: {e}"));
                 let messages: usize = batches.iter().map(Vec::len).sum();
-                tracing::error!(error = %e, messages, "Syncing the store to disk failed; these messages are not acknowledged");
+                tracing::error!(error = %e, messages, "Syncing the store to disk failed; nothing is acknowledged any more");
+                return;
             }
         }
     }
@@ -767,19 +857,28 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_acknowledges_nothing_and_is_counted() {
+    fn a_failed_sync_acknowledges_nothing_then_or_after_and_is_counted() {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u32>>();
         let metrics = crate::metrics::Metrics::default().telemetry.clone();
         tx.send(vec![1]).unwrap();
-        drop(tx);
+        let mut syncs = 0;
         let mut acknowledged = Vec::new();
         sync_then_acknowledge(
             &rx,
-            || Err(std::io::Error::other("EIO")),
+            || {
+                syncs += 1;
+                // The first sync fails; a later one would succeed, and must not be trusted.
+                if syncs == 1 { Err(std::io::Error::other("EIO")) } else { Ok(true) }
+            },
             |batches| acknowledged.extend(batches.iter().flatten().copied()),
             &metrics,
         );
+        // The loop ended at the failure although the sender is still there: a later batch would
+        // not be acknowledged either.
+        tx.send(vec![2]).unwrap();
         assert!(acknowledged.is_empty());
+        assert_eq!(syncs, 1);
         assert_eq!(metrics.sync_failures.get(), 1);
+        assert_eq!(metrics.health.problems().len(), 1, "readiness reports the failed sync");
     }
 }

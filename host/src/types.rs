@@ -36,7 +36,7 @@ pub struct Features {
 impl Features {
     /// The value of the feature called `name`.
     pub fn get(&self, name: &str) -> Option<f32> {
-        self.names.iter().position(|n| n == name).map(|i| self.values[i])
+        self.names.iter().position(|n| n == name).and_then(|i| self.values.get(i).copied())
     }
 }
 

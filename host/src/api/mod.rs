@@ -4,8 +4,10 @@
 //!
 //! - `GET /healthz`: 200 while the process serves HTTP at all.
 //! - `GET /readyz`: 200 with the tenants and their plugin versions when at least one tenant is
-//!   served (and, under `edgepm run`, the MQTT ingest session is connected), 503 otherwise;
-//!   always lists recent plugin rejections and quarantines, and the outbox depth.
+//!   served (and, under `edgepm run`, the MQTT ingest session is connected) and no part of the
+//!   host reports a problem (`problems`: the store failing its transactions, a failed sync, low
+//!   disk space), 503 otherwise; always lists recent plugin rejections and quarantines, the
+//!   outbox depth and the free disk space.
 //! - `GET /metrics`: Prometheus text format.
 
 use crate::plugins::{PluginEventKind, PluginHost};
@@ -90,12 +92,20 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         .collect();
     let telemetry = &host.metrics().telemetry;
     let mqtt_connected = telemetry.mqtt_connected.get() == 1;
-    let ready = !tenants.is_empty() && (mqtt_connected || !state.needs_mqtt);
+    let problems: serde_json::Map<String, serde_json::Value> = telemetry
+        .health
+        .problems()
+        .into_iter()
+        .map(|(part, reason)| (part.to_string(), reason.into()))
+        .collect();
+    let ready = !tenants.is_empty() && (mqtt_connected || !state.needs_mqtt) && problems.is_empty();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "ready": ready,
         "mqtt_connected": state.needs_mqtt.then_some(mqtt_connected),
         "outbox_depth": telemetry.outbox_depth.get(),
+        "free_disk_bytes": state.needs_mqtt.then(|| telemetry.free_bytes.get()),
+        "problems": problems,
         "tenants": tenants,
         "rejected_versions": host.rejected_versions(),
         "recent_problems": events,

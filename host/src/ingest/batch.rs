@@ -62,7 +62,25 @@ pub struct Ingestor {
     metrics: TelemetryMetrics,
     /// Per-tenant counters, resolved once (a label lookup allocates).
     counters: HashMap<String, TenantCounters>,
+    /// What the open transaction will count once it commits (nothing, if it rolls back): every
+    /// counter counts what was committed.
+    uncounted: Uncounted,
 }
+
+/// Counts of the open transaction, added to the metrics after its commit.
+#[derive(Default)]
+struct Uncounted {
+    /// readings, predictions, alerts and window errors per tenant.
+    tenants: HashMap<String, [u64; 4]>,
+    duplicates: u64,
+    late: u64,
+    rejected: Vec<&'static str>,
+}
+
+const READINGS: usize = 0;
+const PREDICTIONS: usize = 1;
+const ALERTS: usize = 2;
+const WINDOW_ERRORS: usize = 3;
 
 struct TenantCounters {
     readings: Counter,
@@ -83,7 +101,39 @@ impl Ingestor {
             assets: HashMap::new(),
             metrics,
             counters: HashMap::new(),
+            uncounted: Uncounted::default(),
         }
+    }
+
+    /// Adds `n` to one of `tenant`'s counters when the transaction commits.
+    fn count(&mut self, tenant: &str, which: usize, n: u64) {
+        match self.uncounted.tenants.get_mut(tenant) {
+            Some(c) => c[which] += n,
+            None => {
+                let mut c = [0; 4];
+                c[which] = n;
+                self.uncounted.tenants.insert(tenant.to_string(), c);
+            }
+        }
+    }
+
+    /// The transaction committed: its counts go to the metrics.
+    fn counted(&mut self) {
+        let mut u = std::mem::take(&mut self.uncounted);
+        for (tenant, c) in u.tenants.drain() {
+            let counters = self.counters(&tenant);
+            counters.readings.inc_by(c[READINGS]);
+            counters.predictions.inc_by(c[PREDICTIONS]);
+            counters.alerts.inc_by(c[ALERTS]);
+            counters.window_errors.inc_by(c[WINDOW_ERRORS]);
+        }
+        self.metrics.duplicates.inc_by(u.duplicates);
+        self.metrics.late.inc_by(u.late);
+        for reason in u.rejected.drain(..) {
+            self.metrics.rejected(reason).inc();
+        }
+        // Keep the (emptied) map's allocation for the next batch.
+        self.uncounted = Uncounted { tenants: u.tenants, rejected: u.rejected, ..Uncounted::default() };
     }
 
     fn counters(&mut self, tenant: &str) -> &TenantCounters {
@@ -117,13 +167,18 @@ impl Ingestor {
         let result = result
             .and_then(|()| batch.iter().try_for_each(|m| self.message(m, now_ms, &mut ready, &mut report)));
         let result = result.and_then(|()| self.windows(ready, now_ms, &mut report));
+        // A database file removed under the host would take every commit with it: never commit
+        // (and so never acknowledge) into a file that is gone.
+        let result = result.and_then(|()| Ok(self.store.check_file()?));
         let result = result.and_then(|()| Ok(self.store.commit()?));
         if let Err(e) = result {
             self.store.rollback();
             self.devices.clear();
             self.assets.clear();
+            self.uncounted = Uncounted::default();
             return Err(e);
         }
+        self.counted();
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(report)
     }
@@ -161,11 +216,11 @@ impl Ingestor {
         self.device_state(&key, size, hop)?;
         if !self.store.insert_reading(&reading, now_ms)? {
             report.duplicates += 1;
-            self.metrics.duplicates.inc();
+            self.uncounted.duplicates += 1;
             return Ok(());
         }
         report.readings += 1;
-        self.counters(&reading.tenant).readings.inc();
+        self.count(&reading.tenant, READINGS, 1);
         let pushed = match self.devices.get_mut(&key) {
             Some(state) => state.windows.push(reading),
             None => return Ok(()),
@@ -179,7 +234,7 @@ impl Ingestor {
             }
             Pushed::Late => {
                 report.late += 1;
-                self.metrics.late.inc();
+                self.uncounted.late += 1;
             }
             Pushed::Held | Pushed::Duplicate => {}
         }
@@ -226,19 +281,19 @@ impl Ingestor {
                 Ok(o) => o,
                 Err(e) => {
                     report.window_errors += 1;
-                    self.counters(&id.tenant).window_errors.inc();
+                    self.count(&id.tenant, WINDOW_ERRORS, 1);
                     warn!(tenant = %id.tenant, device = %id.device, end_ms = id.end_ms, error = %e, "Window not scored");
                     continue;
                 }
             };
-            self.store_outcome(&outcome, id.start_ms, id.readings, now_ms)?;
+            if !self.store_outcome(&outcome, id.start_ms, id.readings, now_ms)? {
+                debug!(tenant = %id.tenant, device = %id.device, end_ms = id.end_ms, "Prediction of this window already stored");
+                continue;
+            }
             report.predictions += 1;
             report.alerts += outcome.decision.alerts.len() as u64;
-            let c = self.counters(&id.tenant);
-            c.predictions.inc();
-            if !outcome.decision.alerts.is_empty() {
-                c.alerts.inc_by(outcome.decision.alerts.len() as u64);
-            }
+            self.count(&id.tenant, PREDICTIONS, 1);
+            self.count(&id.tenant, ALERTS, outcome.decision.alerts.len() as u64);
         }
         Ok(())
     }
@@ -249,11 +304,11 @@ impl Ingestor {
         start_ms: i64,
         readings: usize,
         now_ms: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         // Every contribution is stored; the message carries the largest few.
         let contributions_json = serde_json::to_string(&o.score.contributions)?;
         let top = messages::top_contributions(&o.score.contributions, messages::TOP_CONTRIBUTIONS);
-        self.store.insert_outcome(
+        let inserted = self.store.insert_outcome(
             &OutcomeRow {
                 tenant: &o.tenant,
                 device: &o.device,
@@ -268,6 +323,9 @@ impl Ingestor {
             },
             now_ms,
         )?;
+        if !inserted {
+            return Ok(false);
+        }
         let prediction = messages::prediction(o, start_ms, readings, &top);
         self.store.enqueue(
             Sink::Mqtt,
@@ -276,7 +334,7 @@ impl Ingestor {
             now_ms,
         )?;
         if o.decision.alerts.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let targets = self.host.tenant(&o.tenant).map(|p| p.config.alerts.email.clone()).unwrap_or_default();
         for (i, alert) in o.decision.alerts.iter().enumerate() {
@@ -290,7 +348,7 @@ impl Ingestor {
             let email = crate::outbox::email::render(o, i, alert, &targets, now_ms);
             self.store.enqueue(Sink::Email, &email.file_name, email.message.as_bytes(), now_ms)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn reject(
@@ -301,7 +359,7 @@ impl Ingestor {
         report: &mut BatchReport,
     ) -> anyhow::Result<()> {
         report.rejected += 1;
-        self.metrics.rejected(reject.reason()).inc();
+        self.uncounted.rejected.push(reject.reason());
         debug!(topic = %m.topic.chars().take(200).collect::<String>(), reason = reject.reason(), "Message dead-lettered: {reject}");
         let (topic, payload) = messages::dead_letter(&m.topic, &m.payload, reject, now_ms);
         self.store.enqueue(Sink::Mqtt, &topic, &payload, now_ms)?;

@@ -535,4 +535,66 @@ mod tests {
         assert!(fast::decode("acme", "MTR-042", payloads[0].as_bytes(), &limits, NOW).is_some());
         assert!(fast::decode("acme", "MTR-042", payloads[1].as_bytes(), &limits, NOW).is_some());
     }
+
+    /// A JSON value of the shapes a payload field takes, and some it should not.
+    fn field_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>().prop_map(|x| x.to_string()),
+            any::<i64>().prop_map(|x| x.to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            "[a-z0-9 ]{0,8}".prop_map(|s| format!("{s:?}")),
+            proptest::collection::vec(any::<f32>(), 0..20)
+                .prop_map(|v| format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))),
+            Just(format!("{NOW}")),
+            Just("\"2025-04-05T10:30:00Z\"".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any bytes on any topic: decoding never panics, and a reject always names its reason.
+        #[test]
+        fn arbitrary_bytes_never_panic_and_every_reject_has_a_reason(
+            topic in "(edgepm|x)/[a-zA-Z0-9+#/ -]{0,10}/[a-zA-Z0-9+#/ -]{0,10}/(telemetry|asset)",
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            if let Err(r) = decode(&topic, &payload, &Limits::default(), NOW) {
+                proptest::prop_assert!(!r.reason().is_empty() && !r.to_string().is_empty());
+            }
+            if let Err(r) = decode_asset(&payload) {
+                proptest::prop_assert!(!r.reason().is_empty());
+            }
+        }
+
+        /// JSON objects with the payload's field names and values of every shape: what the fast
+        /// path accepts, the general path accepts the same way; nothing panics; an accepted
+        /// reading has only finite samples.
+        #[test]
+        fn json_shaped_payloads_decode_the_same_on_both_paths(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["ts", "seq", "vibration", "temperature", "current", "tenant", "device", "x"]), field_value()),
+                0..6,
+            ),
+        ) {
+            let body = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect::<Vec<_>>().join(",");
+            let payload = format!("{{{body}}}");
+            let limits = Limits::default();
+            if let Some(fast) = fast::decode("acme", "MTR-042", payload.as_bytes(), &limits, NOW) {
+                proptest::prop_assert_eq!(Ok(fast), general(TOPIC, payload.as_bytes(), &limits));
+            }
+            match decode(TOPIC, payload.as_bytes(), &limits, NOW) {
+                Ok(r) => {
+                    for (_, samples) in &r.channels {
+                        let finite = match samples {
+                            Samples::Scalar(x) => x.is_finite(),
+                            Samples::Burst(v) => v.iter().all(|x| x.is_finite()),
+                        };
+                        proptest::prop_assert!(finite, "{}", payload);
+                    }
+                }
+                Err(r) => proptest::prop_assert!(!r.reason().is_empty()),
+            }
+        }
+    }
 }

@@ -243,6 +243,22 @@ impl Connection {
     }
 }
 
+/// A random duration between half of `d` and `d`: a fleet of gateways that lost the broker at
+/// the same moment must not come back in lockstep.
+pub fn jitter(d: Duration) -> Duration {
+    use rand::{Rng as _, SeedableRng as _};
+    // Seeded from the clock and the process: differs between gateways and between calls.
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let seed = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    d.mul_f64(rand::rngs::SmallRng::seed_from_u64(seed).random_range(0.5..=1.0))
+}
+
+/// Deliveries the ingest session holds while the ingest loop's channel is full, at most. The
+/// broker's in-flight window (unacknowledged QoS 1 messages) bounds them first; this only guards
+/// against a broker that ignores it.
+const HELD_MAX: usize = 65_536;
+
 /// Back-off between reconnection attempts.
 struct Backoff(Duration);
 
@@ -252,7 +268,7 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let d = self.0;
         self.0 = (self.0 * 2).min(Self::MAX);
-        d
+        jitter(d)
     }
     fn reset(&mut self) {
         self.0 = Self::MIN;
@@ -260,8 +276,10 @@ impl Backoff {
 }
 
 /// Drives the ingest session until `stop`: (re)subscribes on every connection, forwards each
-/// publication to the ingest loop (waiting when it is busy: back-pressure reaches the broker),
-/// and reconnects with back-off after errors.
+/// publication to the ingest loop, and reconnects with back-off (with jitter) after errors. While
+/// the loop is busy the session holds what arrives and goes on polling, so keep-alives never wait
+/// for processing; back-pressure reaches the broker through its in-flight window, which the
+/// unacknowledged messages fill.
 pub async fn ingest_session(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -274,10 +292,22 @@ pub async fn ingest_session(
     let mut backoff = Backoff(Backoff::MIN);
     let mut acked = 0usize;
     let mut current = connection.current();
+    // Publications received while the ingest loop is busy: the session keeps polling (and so
+    // answering keep-alives) however long the loop takes, and hands them over in order.
+    let mut held: std::collections::VecDeque<Delivery> = std::collections::VecDeque::new();
     loop {
         let event = tokio::select! {
-            e = eventloop.poll() => e,
+            biased;
             _ = stop.wait_for(|s| *s) => break,
+            permit = tx.reserve(), if !held.is_empty() => {
+                match (permit, held.pop_front()) {
+                    (Ok(permit), Some(d)) => permit.send(d),
+                    (Err(_), _) => break,
+                    (Ok(_), None) => {}
+                }
+                continue;
+            }
+            e = eventloop.poll(), if held.len() < HELD_MAX => e,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -298,9 +328,15 @@ pub async fn ingest_session(
                     payload: publish.payload.clone(),
                     received: Instant::now(),
                 };
-                tokio::select! {
-                    sent = tx.send(Delivery { message, publish, connection: current }) => if sent.is_err() { break },
-                    _ = stop.wait_for(|s| *s) => break,
+                let delivery = Delivery { message, publish, connection: current };
+                if !held.is_empty() {
+                    held.push_back(delivery);
+                    continue;
+                }
+                match tx.try_send(delivery) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(d)) => held.push_back(d),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {

@@ -95,6 +95,10 @@ impl model_if::Host for StoreState {
         }
         let model = self.ctx.models.get(name).map_err(|e| e.to_string())?;
         let features = types::Features::from(features);
+        if let Err(e) = super::validate::features(&features, &config.limits) {
+            self.violation.get_or_insert_with(|| format!("predict: {e}"));
+            return Err(e);
+        }
         let row = crate::model::arrange(model.as_ref(), &features).map_err(|e| e.to_string())?;
         if !explain && let Some(p) = self.prefetched.take_if(|p| p.answers(model.id(), &row)) {
             return Ok(wit::Score::from(types::Score {
@@ -107,16 +111,41 @@ impl model_if::Host for StoreState {
     }
 }
 
+impl StoreState {
+    /// Whether the plugin may ask about `device`'s history: only about the device of the window
+    /// being processed. Asking about another is recorded as a violation (the call then fails as
+    /// an invalid output) and answered with nothing.
+    fn own_device(&mut self, device: &str) -> bool {
+        if self.device.as_deref() == Some(device) {
+            return true;
+        }
+        if self.violation.is_none() {
+            let asked: String = device.chars().take(64).collect();
+            self.violation = Some(format!("history: asked about device {asked:?}, not the window's own"));
+        }
+        false
+    }
+}
+
 impl history_if::Host for StoreState {
     fn above_since(&mut self, device: String, feature: String, threshold: f64) -> Option<i64> {
+        if !self.own_device(&device) {
+            return None;
+        }
         self.ctx.history.above_since(&self.ctx.tenant, &device, &feature, threshold)
     }
 
     fn mean(&mut self, device: String, feature: String, from_ms: i64, to_ms: i64) -> Option<f64> {
+        if !self.own_device(&device) {
+            return None;
+        }
         self.ctx.history.mean(&self.ctx.tenant, &device, &feature, from_ms, to_ms)
     }
 
     fn last_alert_ms(&mut self, device: String) -> Option<i64> {
+        if !self.own_device(&device) {
+            return None;
+        }
         self.ctx.history.last_alert_ms(&self.ctx.tenant, &device)
     }
 }

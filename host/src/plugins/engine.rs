@@ -48,6 +48,7 @@ impl PluginEngine {
             // Every WASI p2 interface, over an empty context: components from any toolchain
             // instantiate, and none of them gets files, sockets or environment.
             wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+            forbid_blocking(linker)?;
         }
         let [pre, score, pol] = &mut linkers;
         preprocessor::Preprocessor::add_to_linker::<_, HasSelf<StoreState>>(pre, |s| s)?;
@@ -151,6 +152,70 @@ impl PluginEngine {
         }
         Err(LoadError::NoWorld { reasons })
     }
+}
+
+/// The WASI p2 poll interface as `add_to_linker_sync` registers it (wasmtime-wasi 48).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// Replaces the two WASI functions that can wait — `poll` and `pollable.block`, through which
+/// every blocking p2 call goes (sleeps, clock subscriptions, blocking stream reads and writes) —
+/// with versions that return at once when a pollable is ready and otherwise trap. A plugin can
+/// then only burn CPU, which the epoch deadline stops: no call outlives its deadline by more than
+/// a tick, whatever the plugin does inside WASI. (With the empty context every stream a plugin
+/// can reach — closed stdin, discarding stdout/stderr — is always ready, so ordinary output and
+/// componentize-py's start-up are unaffected.)
+fn forbid_blocking(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::sync::io::poll::HostPollable;
+
+    fn is_ready(state: &mut StoreState, p: &Resource<DynPollable>) -> wasmtime::Result<bool> {
+        HostPollable::ready(state.table_mut(), Resource::new_borrow(p.rep()))
+    }
+    // Without shadowing, redefining an existing function fails: that it does proves the name is
+    // the one WASI registered (after a wasmtime upgrade a changed version would otherwise add an
+    // unused instance and leave the blocking functions in place).
+    let probe =
+        linker.instance(WASI_POLL)?.func_wrap("poll", |_: StoreContextMut<'_, StoreState>, (): ()| Ok(()));
+    if probe.is_ok() {
+        anyhow::bail!("host bug: {WASI_POLL} is not the WASI poll interface of this wasmtime-wasi");
+    }
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, StoreState>, (p,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            if is_ready(state, &p)? {
+                return Ok(());
+            }
+            state.blocked = Some("wasi:io/poll pollable.block");
+            wasmtime::bail!("{}", super::instance::BLOCKED_MESSAGE)
+        },
+    )?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, StoreState>, (list,): (Vec<Resource<DynPollable>>,)| {
+            let state = store.data_mut();
+            if list.is_empty() {
+                wasmtime::bail!("poll: empty list of pollables");
+            }
+            let mut ready = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                if is_ready(state, p)? {
+                    ready.push(i as u32);
+                }
+            }
+            if ready.is_empty() {
+                state.blocked = Some("wasi:io/poll poll");
+                wasmtime::bail!("{}", super::instance::BLOCKED_MESSAGE)
+            }
+            Ok((ready,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn wasmtime_version() -> &'static str {

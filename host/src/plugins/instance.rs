@@ -8,7 +8,7 @@
 
 use super::bindings::{policy, preprocessor, scorer};
 use super::engine::PluginEngine;
-use super::{CallError, CompiledPlugin, WorldPre};
+use super::{CallError, CompiledPlugin, WorldPre, validate};
 use crate::config::{Limits, TenantConfig};
 use crate::metrics::{CallOutcome, StageMetrics};
 use crate::model::{ModelRegistry, Prefetched};
@@ -75,16 +75,35 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What a plugin that tried to wait inside WASI is told (the call then fails as
+/// [`CallError::Blocked`]).
+pub const BLOCKED_MESSAGE: &str =
+    "plugins may not block: this WASI call would wait (sleep, poll, blocking read or write)";
+/// Resources (pollables, streams, ...) a plugin instance may hold at once.
+const RESOURCE_TABLE_MAX: usize = 1024;
+
 /// Data of a store: WASI (empty context), limits, and the call context.
 pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
+    /// Set by the non-blocking WASI poll when the plugin tried to wait: which call.
+    pub(crate) blocked: Option<&'static str>,
+    /// Set by a host import that refused what the plugin asked (e.g. another device's history).
+    pub(crate) violation: Option<String>,
+    /// The device whose window the current call is about (`history` may only ask about it).
+    pub(crate) device: Option<String>,
     pub(crate) ctx: Arc<CallContext>,
     pub(crate) logs_left: u32,
     /// A probability computed in a batch for the window being scored (see
     /// [`crate::model::Prefetched`]); set for one `score` call only.
     pub(crate) prefetched: Option<Prefetched>,
+}
+
+impl StoreState {
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
 }
 
 impl WasiView for StoreState {
@@ -151,22 +170,32 @@ impl StagePlugin {
         traps.len()
     }
 
-    /// `window-size` of a preprocessor.
+    /// `window-size` of a preprocessor, within `[limits] max_window`.
     pub fn window_size(&self) -> Result<u32, CallError> {
-        self.call(|store, b| match b {
-            Bindings::Preprocessor(p) => p.call_window_size(store).map(Ok),
-            _ => Ok(Err(wrong_stage(Stage::Preprocess))),
-        })
+        let limits = self.limits;
+        self.call(
+            None,
+            |store, b| match b {
+                Bindings::Preprocessor(p) => p.call_window_size(store).map(Ok),
+                _ => Ok(Err(wrong_stage(Stage::Preprocess))),
+            },
+            |&n| validate::window_size(n, &limits).map(drop),
+        )
     }
 
     /// `features` of a preprocessor. Takes the window by value: its sample vectors move into the
     /// call instead of being copied.
     pub fn features(&self, window: types::Window) -> Result<types::Features, CallError> {
+        let device = window.device.clone();
         let w = window.into();
-        self.call(|store, b| match b {
-            Bindings::Preprocessor(p) => p.call_features(store, &w).map(|r| r.map(Into::into)),
-            _ => Ok(Err(wrong_stage(Stage::Preprocess))),
-        })
+        self.call(
+            Some(device),
+            |store, b| match b {
+                Bindings::Preprocessor(p) => p.call_features(store, &w).map(|r| r.map(Into::into)),
+                _ => Ok(Err(wrong_stage(Stage::Preprocess))),
+            },
+            |f| validate::features(f, &self.limits),
+        )
     }
 
     /// `score` of a scorer. `prefetched` is the probability the batch computed for these
@@ -177,15 +206,19 @@ impl StagePlugin {
         prefetched: Option<Prefetched>,
     ) -> Result<types::Score, CallError> {
         let f = features.into();
-        self.call(|store, b| match b {
-            Bindings::Scorer(s) => {
-                store.data_mut().prefetched = prefetched;
-                let result = s.call_score(&mut *store, &f).map(|r| r.map(Into::into));
-                store.data_mut().prefetched = None;
-                result
-            }
-            _ => Ok(Err(wrong_stage(Stage::Score))),
-        })
+        self.call(
+            None,
+            |store, b| match b {
+                Bindings::Scorer(s) => {
+                    store.data_mut().prefetched = prefetched;
+                    let result = s.call_score(&mut *store, &f).map(|r| r.map(Into::into));
+                    store.data_mut().prefetched = None;
+                    result
+                }
+                _ => Ok(Err(wrong_stage(Stage::Score))),
+            },
+            |s| validate::score(s, &self.limits),
+        )
     }
 
     /// `decide` of a policy.
@@ -197,15 +230,23 @@ impl StagePlugin {
         score: &types::Score,
     ) -> Result<types::Decision, CallError> {
         let (f, s) = (features.into(), score.into());
-        self.call(|store, b| match b {
-            Bindings::Policy(p) => p.call_decide(store, device, ts_ms, &f, &s).map(|r| r.map(Into::into)),
-            _ => Ok(Err(wrong_stage(Stage::Policy))),
-        })
+        self.call(
+            Some(device.to_string()),
+            |store, b| match b {
+                Bindings::Policy(p) => p.call_decide(store, device, ts_ms, &f, &s).map(|r| r.map(Into::into)),
+                _ => Ok(Err(wrong_stage(Stage::Policy))),
+            },
+            validate::decision,
+        )
     }
 
+    /// Runs `f` on a warm (or new) instance under the deadline, then `check`s what it returned.
+    /// `device` is the device the call is about: the only one whose history it may ask about.
     fn call<R>(
         &self,
+        device: Option<String>,
         f: impl FnOnce(&mut Store<StoreState>, &Bindings) -> wasmtime::Result<Result<R, String>>,
+        check: impl FnOnce(&R) -> Result<(), String>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
         let warm = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
@@ -213,14 +254,21 @@ impl StagePlugin {
             Err(e) => Err(e),
             Ok(mut warm) => {
                 warm.store.set_epoch_deadline(self.deadline_ticks);
-                warm.store.data_mut().logs_left = super::bindings::LOG_LINES_PER_CALL;
+                let state = warm.store.data_mut();
+                state.logs_left = super::bindings::LOG_LINES_PER_CALL;
+                state.device = device;
                 match f(&mut warm.store, &warm.bindings) {
                     Ok(r) => {
                         warm.calls += 1;
+                        let violation = warm.store.data_mut().violation.take();
                         self.release(warm);
-                        r.map_err(CallError::Rejected)
+                        match (violation, r) {
+                            (Some(v), _) => Err(CallError::InvalidOutput(v)),
+                            (None, Ok(r)) => check(&r).map(|()| r).map_err(CallError::InvalidOutput),
+                            (None, Err(e)) => Err(CallError::Rejected(e)),
+                        }
                     }
-                    Err(e) => Err(self.classify(e, warm.store.data().limiter.hit)),
+                    Err(e) => Err(self.classify(e, warm.store.data())),
                 }
             }
         };
@@ -247,10 +295,18 @@ impl StagePlugin {
 
     fn instantiate(&self) -> Result<Warm, CallError> {
         let engine = self.compiled.component.engine();
+        // No sockets at all (the empty context only denies addresses), and a small resource
+        // table: a plugin cannot make the host allocate without bound.
+        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCE_TABLE_MAX);
         let state = StoreState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            wasi,
+            table,
             limiter: Limiter { memory_cap: self.limits.memory_bytes(), hit: false },
+            blocked: None,
+            violation: None,
+            device: None,
             ctx: self.ctx.clone(),
             logs_left: super::bindings::LOG_LINES_PER_CALL,
             prefetched: None,
@@ -266,13 +322,19 @@ impl StagePlugin {
         };
         match bindings {
             Ok(bindings) => Ok(Warm { store, bindings, calls: 0 }),
-            Err(e) => Err(self.classify(e, store.data().limiter.hit)),
+            Err(e) => Err(self.classify(e, store.data())),
         }
     }
 
-    fn classify(&self, e: wasmtime::Error, memory_cap_hit: bool) -> CallError {
-        if memory_cap_hit {
+    fn classify(&self, e: wasmtime::Error, state: &StoreState) -> CallError {
+        if state.limiter.hit {
             return CallError::MemoryCap(self.limits.memory_mib);
+        }
+        if let Some(call) = state.blocked {
+            return CallError::Blocked(call.to_string());
+        }
+        if let Some(v) = &state.violation {
+            return CallError::InvalidOutput(v.clone());
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.deadline_ms),

@@ -3,6 +3,7 @@
 //! - `engine.rs`: the wasmtime engine, epoch clock, linkers, compile cache.
 //! - `bindings.rs`: generated bindings (kept inside this module) and the host imports.
 //! - `instance.rs`: calls under a deadline and a memory cap; warm instances; failure kinds.
+//! - `validate.rs`: every value a plugin returns, checked before the host uses it.
 //! - `registry.rs`: tenants, their current plugin versions, reload, rejection, quarantine.
 //! - `watcher.rs`: watches the plugins folder and triggers reloads off the hot path.
 //! - `check.rs`: `edgepm plugin check`.
@@ -17,6 +18,7 @@ pub mod check;
 mod engine;
 mod instance;
 mod registry;
+pub mod validate;
 mod watcher;
 
 pub use engine::{EPOCH_TICK, PluginEngine};
@@ -90,7 +92,7 @@ pub enum LoadError {
 }
 
 /// How a plugin call failed. `Rejected` is an expected failure (the plugin returned an error);
-/// the others are traps, which count towards quarantine.
+/// the others — traps, exhausted limits, blocking and invalid outputs — count towards quarantine.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("returned an error: {0}")]
@@ -101,6 +103,10 @@ pub enum CallError {
     MemoryCap(u64),
     #[error("trapped: {0}")]
     Trap(String),
+    #[error("tried to block in {0}: plugins may not wait inside WASI")]
+    Blocked(String),
+    #[error("returned an invalid output: {0}")]
+    InvalidOutput(String),
 }
 
 impl CallError {
@@ -114,6 +120,8 @@ impl CallError {
             CallError::Timeout(_) => CallOutcome::Timeout,
             CallError::MemoryCap(_) => CallOutcome::Memory,
             CallError::Trap(_) => CallOutcome::Trap,
+            CallError::Blocked(_) => CallOutcome::Blocked,
+            CallError::InvalidOutput(_) => CallOutcome::InvalidOutput,
         }
     }
 }

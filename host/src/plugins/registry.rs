@@ -38,6 +38,9 @@ pub struct HostOptions {
     pub quarantine_after: u32,
     /// Let one compilation use every core (default off: keep the hot path's CPU).
     pub parallel_compilation: bool,
+    /// Where the versions refused or quarantined per tenant are kept, so that a restart (after a
+    /// crash the version may have caused) does not load them again; `None`: kept in memory only.
+    pub refused_file: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -48,6 +51,7 @@ impl HostOptions {
             cache_dir: None,
             quarantine_after: DEFAULT_QUARANTINE_AFTER,
             parallel_compilation: false,
+            refused_file: None,
         }
     }
 }
@@ -95,6 +99,24 @@ pub struct PluginHost {
     rejected: AtomicU64,
     /// Recent loads, rejections and quarantines, newest last.
     events: Mutex<VecDeque<PluginEvent>>,
+    /// Versions refused per tenant before this start ([`HostOptions::refused_file`]).
+    refused_before: BTreeMap<String, HashSet<String>>,
+}
+
+/// Reads the refused versions kept by an earlier run; a missing or unreadable file is none.
+fn read_refused(path: Option<&std::path::Path>) -> BTreeMap<String, HashSet<String>> {
+    let Some(path) = path else { return BTreeMap::new() };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            warn!(path = %path.display(), error = %e, "Ignoring an unreadable list of refused plugin versions");
+            BTreeMap::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "Cannot read the refused plugin versions");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// Recent plugin events kept for `PluginHost::events`.
@@ -137,6 +159,7 @@ impl PluginHost {
         let builtins = [builtin(Stage::Preprocess)?, builtin(Stage::Score)?, builtin(Stage::Policy)?];
         std::fs::create_dir_all(&options.plugins_dir)
             .with_context(|| format!("creating plugins folder {}", options.plugins_dir.display()))?;
+        let refused_before = read_refused(options.refused_file.as_deref());
         let host = Arc::new(PluginHost {
             engine,
             builtins,
@@ -148,6 +171,7 @@ impl PluginHost {
             reload_lock: Mutex::new(()),
             rejected: AtomicU64::new(0),
             events: Mutex::new(VecDeque::new()),
+            refused_before,
         });
         for name in host.tenant_folders()? {
             host.reload_tenant(&name);
@@ -266,10 +290,10 @@ impl PluginHost {
                 warn!(tenant, model = %model, error = %e, "A model of the tenant does not load");
             }
         }
-        let refused: HashSet<String> = slot
-            .as_ref()
-            .map(|s| s.refused.lock().unwrap_or_else(PoisonError::into_inner).clone())
-            .unwrap_or_default();
+        let refused: HashSet<String> = match slot.as_ref() {
+            Some(s) => s.refused.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            None => self.refused_before.get(tenant).cloned().unwrap_or_default(),
+        };
 
         // Pick a compiled version per stage; remember which ones are new.
         let mut chosen: Vec<(Arc<CompiledPlugin>, bool)> = Vec::with_capacity(3);
@@ -375,9 +399,10 @@ impl PluginHost {
                 let slot = Arc::new(TenantSlot {
                     current: ArcSwap::new(pipeline),
                     previous: Mutex::new([None, None, None]),
-                    refused: Mutex::new(newly_refused.into_iter().collect()),
+                    refused: Mutex::new(refused.into_iter().chain(newly_refused).collect()),
                 });
                 self.tenants.write().unwrap_or_else(PoisonError::into_inner).insert(tenant.to_string(), slot);
+                self.save_refused();
                 info!(tenant, "Tenant added");
             }
         }
@@ -399,6 +424,10 @@ impl PluginHost {
             return Ok(None);
         }
         if refused.contains(&id) {
+            if serving.is_none() {
+                warn!(path = %path.display(), version = %id,
+                    "Not loading a version refused or quarantined before (deploy a changed file to retry)");
+            }
             debug!(path = %path.display(), version = %id, "Skipping a version refused before");
             return Err((None, LoadError::Quarantined(id)));
         }
@@ -428,8 +457,32 @@ impl PluginHost {
     }
 
     fn remember_refused(&self, slot: Option<&TenantSlot>, ids: Vec<String>) {
-        if let Some(slot) = slot {
+        if let Some(slot) = slot
+            && !ids.is_empty()
+        {
             slot.refused.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
+            self.save_refused();
+        }
+    }
+
+    /// Writes every tenant's refused versions to [`HostOptions::refused_file`] (atomically: a
+    /// temporary file renamed into place). Called with the reload lock held.
+    fn save_refused(&self) {
+        let Some(path) = &self.options.refused_file else { return };
+        let mut all: BTreeMap<String, std::collections::BTreeSet<String>> =
+            self.refused_before.iter().map(|(t, ids)| (t.clone(), ids.iter().cloned().collect())).collect();
+        for (tenant, slot) in self.tenants.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            let ids = slot.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            all.entry(tenant.clone()).or_default().extend(ids.iter().cloned());
+        }
+        all.retain(|_, ids| !ids.is_empty());
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&all)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "Cannot save the refused plugin versions; a restart may load them again");
         }
     }
 
@@ -479,6 +532,7 @@ impl PluginHost {
             return;
         }
         slot.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(plugin.version().to_string());
+        self.save_refused();
         let mut stages = current.stages.clone();
         stages[stage.index()] =
             Arc::new(self.stage_plugin(&pipeline.name, stage, replacement, &current.config));

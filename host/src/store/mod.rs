@@ -9,7 +9,7 @@ mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
-    Counts, Durability, OutboxItem, OutcomeRow, Sink, SqliteStore, StoredPrediction, WalSync,
+    Counts, Durability, OutboxItem, OutcomeRow, Sink, SqliteStore, StoreGone, StoredPrediction, WalSync,
     decode_channels, encode_channels,
 };
 

@@ -102,12 +102,15 @@ pub struct WalSync {
 
 impl WalSync {
     /// Syncs the WAL file to disk: every commit that returned before this call is durable when it
-    /// returns `Ok`. A missing WAL means there is nothing to sync (SQLite checkpointed and removed
-    /// it when the last connection closed, syncing the database file).
+    /// returns `Ok`. A missing WAL is an error: while the store is open its WAL exists, so it was
+    /// removed under the host, and the commits in it cannot be made durable.
     pub fn sync(&self) -> std::io::Result<()> {
         match std::fs::File::open(&self.wal) {
             Ok(f) => f.sync_data(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+                e.kind(),
+                format!("the WAL {} is gone (removed under the running host)", self.wal.display()),
+            )),
             Err(e) => Err(e),
         }
     }
@@ -195,9 +198,25 @@ struct AboveMemo {
     since: Option<i64>,
 }
 
+/// The database file at the store's path is no longer the file the store has open: it was removed
+/// (SQLite would go on writing into the unlinked file, and every commit would be lost when the
+/// process ends) or replaced. Not recoverable in place: the host stops so that it is restarted
+/// with the file that is there now; nothing committed after the change was acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("the database file {} was removed or replaced under the running host", .0.display())]
+pub struct StoreGone(pub PathBuf);
+
+/// (device, inode) of a file.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The SQLite store. Cheap to share behind an `Arc`; one connection, serialised by a mutex.
 pub struct SqliteStore {
     path: PathBuf,
+    /// (device, inode) of the database file when it was opened.
+    file_id: Option<(u64, u64)>,
     conn: Mutex<Connection>,
     above: Mutex<HashMap<(String, String), DeviceMemos>>,
     durability: Durability,
@@ -239,6 +258,7 @@ impl SqliteStore {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
+            file_id: file_id(path),
             conn: Mutex::new(conn),
             above: Mutex::new(HashMap::new()),
             durability,
@@ -280,6 +300,28 @@ impl SqliteStore {
         self.conn().execute_batch("BEGIN IMMEDIATE")
     }
 
+    /// Whether the file at the store's path is still the database this store has open.
+    pub fn check_file(&self) -> Result<(), StoreGone> {
+        if self.file_id.is_some() && file_id(&self.path) == self.file_id {
+            Ok(())
+        } else {
+            Err(StoreGone(self.path.clone()))
+        }
+    }
+
+    /// Bytes available to the store on its filesystem (`statvfs`), if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
     /// Commits the batch; only then may its messages be acknowledged.
     pub fn commit(&self) -> rusqlite::Result<()> {
         self.conn().execute_batch("COMMIT")
@@ -298,8 +340,8 @@ impl SqliteStore {
         let channels = encode_channels(&r.channels);
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "INSERT OR IGNORE INTO readings (tenant, device, ts_ms, seq, received_ms, channels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO readings (tenant, device, ts_ms, seq, received_ms, channels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, device, ts_ms) DO NOTHING",
         )?;
         Ok(stmt.execute(params![r.tenant, r.device, r.ts_ms, r.seq, received_ms, channels])? == 1)
     }
@@ -360,28 +402,35 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Stores a prediction and its alerts (a repeated window replaces nothing).
-    pub fn insert_outcome(&self, o: &OutcomeRow<'_>, now_ms: i64) -> rusqlite::Result<()> {
+    /// Stores a prediction and its alerts; `false` when the window's prediction was already
+    /// stored (a repeated window replaces nothing). Only that duplicate is ignored: any other
+    /// constraint (a NULL where a value is required) fails the transaction.
+    pub fn insert_outcome(&self, o: &OutcomeRow<'_>, now_ms: i64) -> rusqlite::Result<bool> {
         let conn = self.conn();
         let versions = serde_json::to_string(o.versions).unwrap_or_default();
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO predictions (tenant, device, ts_ms, start_ms, probability, is_failure,
-               model, versions, contributions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            o.tenant,
-            o.device,
-            o.end_ms,
-            o.start_ms,
-            o.probability as f64,
-            o.is_failure,
-            o.model,
-            versions,
-            o.contributions_json,
-            now_ms
-        ])?;
+        let inserted =
+            conn.prepare_cached(
+                "INSERT INTO predictions (tenant, device, ts_ms, start_ms, probability, is_failure,
+               model, versions, contributions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (tenant, device, ts_ms) DO NOTHING",
+            )?
+            .execute(params![
+                o.tenant,
+                o.device,
+                o.end_ms,
+                o.start_ms,
+                o.probability as f64,
+                o.is_failure,
+                o.model,
+                versions,
+                o.contributions_json,
+                now_ms
+            ])? == 1;
+        if !inserted {
+            return Ok(false);
+        }
         let mut alert = conn.prepare_cached(
-            "INSERT OR IGNORE INTO alerts (tenant, device, ts_ms, idx, severity, subject, body, probability)
+            "INSERT INTO alerts (tenant, device, ts_ms, idx, severity, subject, body, probability)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (i, a) in o.alerts.iter().enumerate() {
@@ -396,7 +445,7 @@ impl SqliteStore {
                 o.probability as f64
             ])?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Queues a message for a sink.
@@ -464,7 +513,8 @@ impl SqliteStore {
     pub fn spawn_checkpointer(&self, stop: Arc<AtomicBool>) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let store = SqliteStore::open(&self.path, self.durability)?;
         let wal = self.wal.clone();
-        Ok(std::thread::Builder::new().name("edgepm-checkpoint".into()).spawn(move || {
+        // Stops only when told: ending (or panicking) before that stops the process.
+        Ok(crate::worker::spawn("edgepm-checkpoint", stop.clone(), move || {
             let mut next = Instant::now() + CHECKPOINT_EVERY;
             loop {
                 let stopping = stop.load(Ordering::Relaxed);
@@ -877,10 +927,10 @@ mod tests {
         full.commit().expect("commit");
         assert!(dir.path().join("edgepm.db-wal").metadata().expect("WAL").len() > 0);
         sync.sync().expect("sync of the WAL");
-        // A WAL that is gone (checkpointed and removed by the last connection) is nothing to sync.
-        drop(full);
-        assert!(!dir.path().join("edgepm.db-wal").exists());
-        sync.sync().expect("no WAL: nothing to sync");
+        // A WAL that is gone cannot make its commits durable: an error, never a silent success.
+        std::fs::remove_file(dir.path().join("edgepm.db-wal")).expect("remove the WAL");
+        let err = sync.sync().expect_err("no WAL: the commits in it are not on disk");
+        assert!(err.to_string().contains("is gone"), "{err}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! `notify`, and the `edgepm` binary.
 
 mod cli;
+mod faults;
 mod hot_swap;
 mod http;
 mod ingest;
+mod isolation;
 mod misbehaving;
 mod models;
 mod other_toolchains;

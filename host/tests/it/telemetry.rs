@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// Windows of 4 readings, one per reading: a handful of messages gives predictions.
-const TENANT_TOML: &str = "threshold = 0.8\nmodel = \"default\"\nhop = 1\n\
+pub const TENANT_TOML: &str = "threshold = 0.8\nmodel = \"default\"\nhop = 1\n\
     [alerts]\nemail = [\"maint@plant.example\"]\n[settings]\nwindow_size = 4\nlanguage = \"pt\"\n";
 
 fn now_ms() -> i64 {
@@ -18,7 +18,7 @@ fn now_ms() -> i64 {
 
 /// `n` canonical payloads of a motor, one per 100 ms ending a minute ago: a healthy one, or one
 /// whose bearing has failed.
-fn readings(device: &str, failing: bool, n: usize, seed: u64) -> Vec<String> {
+pub fn readings(device: &str, failing: bool, n: usize, seed: u64) -> Vec<String> {
     let mut spec = edgepm::sim::fleet("acme", 1, 0, 0.0, 1.0, seed).remove(0).spec;
     spec.device = device.to_string();
     spec.degradation = failing.then_some(Degradation { onset_s: 0.0, failure_s: 1.0 });
@@ -49,7 +49,7 @@ fn serve_acme(tenant_toml: &str) -> Setup {
     Setup { host, broker, data, root }
 }
 
-fn json(s: &str) -> Value {
+pub fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 

@@ -264,6 +264,19 @@ impl HostProcess {
         );
     }
 
+    /// Waits up to `limit` for the host to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     fn exited(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
@@ -308,8 +321,9 @@ impl HostProcess {
         c
     }
 
+    /// The single integer `sql` selects; a query that fails is a test failure, never a number.
     pub fn count(&self, sql: &str) -> i64 {
-        self.store().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+        self.store().query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
 

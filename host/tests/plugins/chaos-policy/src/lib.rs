@@ -2,8 +2,11 @@
 //!
 //! Tenant settings: `chaos` = `loop` (never returns), `oom` (allocates without bound), `trap`
 //! (panics), `error` (returns an error), `escape` (tries to read the environment, the file system
-//! and the network, and returns what it got as an error) or unset (behaves: failure above 0.5,
-//! no alerts);
+//! and the network, and returns what it got as an error), `sleep` (sleeps 20 s: a blocking WASI
+//! poll), `stdin` (reads standard input to its end), `socket` (tries to open a listening TCP
+//! socket and returns what happened as an error), `history` (asks about another device's
+//! history), `big-alert` (raises an alert with a 1 MiB body) or unset (behaves: failure above
+//! 0.5, no alerts);
 //! `chaos_device`, when set, limits the misbehaviour to that device, so the version passes the
 //! host's smoke call and misbehaves later on real windows.
 
@@ -30,6 +33,31 @@ mod component {
                 Some("trap") if targeted => panic!("chaos: deliberate trap for {device}"),
                 Some("error") if targeted => Err(format!("chaos: deliberate error for {device}")),
                 Some("escape") if targeted => Err(escape()),
+                Some("sleep") if targeted => {
+                    std::thread::sleep(std::time::Duration::from_secs(20));
+                    Ok(Decision { is_failure: false, alerts: vec![] })
+                }
+                Some("stdin") if targeted => {
+                    let mut text = String::new();
+                    let read = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text);
+                    Err(format!("stdin: {read:?}, {} bytes", text.len()))
+                }
+                Some("socket") if targeted => match std::net::TcpListener::bind("127.0.0.1:0") {
+                    Ok(l) => Err(format!("socket: listening on {:?}", l.local_addr())),
+                    Err(e) => Err(format!("socket: denied ({e})")),
+                },
+                Some("history") if targeted => {
+                    let other = edgepm_sdk::policy::history::last_alert_ms("SOMEONE-ELSE");
+                    Ok(Decision { is_failure: other.is_some(), alerts: vec![] })
+                }
+                Some("big-alert") if targeted => Ok(Decision {
+                    is_failure: true,
+                    alerts: vec![edgepm_sdk::policy::Alert {
+                        severity: edgepm_sdk::policy::Severity::Critical,
+                        subject: "big".into(),
+                        body: "x".repeat(1 << 20),
+                    }],
+                }),
                 _ => Ok(Decision { is_failure: s.probability > 0.5, alerts: vec![] }),
             }
         }
