@@ -151,6 +151,7 @@ fn benches(c: &mut Criterion) {
                     config: pipeline.config.clone(),
                     models: host.models().clone(),
                     history: host.history().clone(),
+                    memory: Default::default(),
                 });
                 StagePlugin::new(pre.compiled.clone(), ctx, host.metrics().stage("bench", Stage::Preprocess))
             },

@@ -9,6 +9,7 @@
 //! [limits]
 //! deadline_ms = 50                 # per plugin call
 //! memory_mib = 32                  # per plugin instance
+//! tenant_memory_mib = 128          # all of the tenant's instances together
 //! max_window = 10000               # most readings a preprocessor's window-size may ask for
 //! max_features = 1024              # most features (and contributions) a plugin may return
 //!
@@ -37,6 +38,8 @@ pub const DEFAULT_DEADLINE_MS: u64 = 50;
 pub const DEFAULT_MEMORY_MIB: u64 = 32;
 /// Model name when `tenant.toml` sets none.
 pub const DEFAULT_MODEL: &str = "default";
+/// Memory of all of a tenant's plugin instances together when `[limits]` sets none.
+pub const DEFAULT_TENANT_MEMORY_MIB: u64 = 128;
 /// Most readings per window when `[limits]` sets none.
 pub const DEFAULT_MAX_WINDOW: u32 = 10_000;
 /// Most features a plugin may return when `[limits]` sets none.
@@ -77,6 +80,9 @@ pub struct Limits {
     pub deadline_ms: u64,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Memory of all the tenant's instances together (every stage, warm and new), MiB.
+    #[serde(default = "default_tenant_memory_mib")]
+    pub tenant_memory_mib: u64,
     /// Largest `window-size` a preprocessor may return (readings the host keeps per device).
     #[serde(default = "default_max_window")]
     pub max_window: u32,
@@ -106,6 +112,9 @@ fn default_deadline_ms() -> u64 {
 fn default_memory_mib() -> u64 {
     DEFAULT_MEMORY_MIB
 }
+fn default_tenant_memory_mib() -> u64 {
+    DEFAULT_TENANT_MEMORY_MIB
+}
 fn default_max_window() -> u32 {
     DEFAULT_MAX_WINDOW
 }
@@ -118,6 +127,7 @@ impl Default for Limits {
         Limits {
             deadline_ms: DEFAULT_DEADLINE_MS,
             memory_mib: DEFAULT_MEMORY_MIB,
+            tenant_memory_mib: DEFAULT_TENANT_MEMORY_MIB,
             max_window: DEFAULT_MAX_WINDOW,
             max_features: DEFAULT_MAX_FEATURES,
         }
@@ -144,6 +154,9 @@ impl Limits {
     }
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mib as usize) << 20
+    }
+    pub fn tenant_memory_bytes(&self) -> usize {
+        (self.tenant_memory_mib as usize) << 20
     }
 }
 
@@ -176,6 +189,16 @@ impl TenantConfig {
             problems.push(format!(
                 "limits.memory_mib must be within 1..={MAX_MEMORY_MIB}, got {}",
                 self.limits.memory_mib
+            ));
+        }
+        // Against memory_mib only when that is valid itself: one mistake, one problem.
+        let floor =
+            if (1..=MAX_MEMORY_MIB).contains(&self.limits.memory_mib) { self.limits.memory_mib } else { 1 };
+        if !(floor..=16 * MAX_MEMORY_MIB).contains(&self.limits.tenant_memory_mib) {
+            problems.push(format!(
+                "limits.tenant_memory_mib must be within memory_mib..={}, got {}",
+                16 * MAX_MEMORY_MIB,
+                self.limits.tenant_memory_mib
             ));
         }
         if !(1..=MAX_MAX_WINDOW).contains(&self.limits.max_window) {

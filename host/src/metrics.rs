@@ -110,6 +110,8 @@ pub struct TelemetryMetrics {
     pub duplicates: Counter,
     /// Readings older than the device's last window: stored, but they cannot change a window.
     pub late: Counter,
+    /// Readings kept for replay after a refusal for a host-side cause (unknown tenant).
+    pub parked: Counter,
     predictions: Family<TenantLabels, Counter>,
     alerts: Family<TenantLabels, Counter>,
     window_errors: Family<TenantLabels, Counter>,
@@ -117,6 +119,9 @@ pub struct TelemetryMetrics {
     pub outbox_depth: Gauge,
     delivered: Family<SinkLabels, Counter>,
     delivery_failures: Family<SinkLabels, Counter>,
+    dead_lettered: Family<SinkLabels, Counter>,
+    /// Outbox messages dropped by its bounds, by reason (`rows`, `age`).
+    outbox_dropped: Family<ReasonLabels, Counter>,
     /// Seconds from receiving a message to sending its acknowledgement (after the commit).
     pub ack_seconds: Histogram,
     /// Seconds per store transaction (a batch of messages).
@@ -158,12 +163,15 @@ impl TelemetryMetrics {
             rejected: Family::default(),
             duplicates: Counter::default(),
             late: Counter::default(),
+            parked: Counter::default(),
             predictions: Family::default(),
             alerts: Family::default(),
             window_errors: Family::default(),
             outbox_depth: Gauge::default(),
             delivered: Family::default(),
             delivery_failures: Family::default(),
+            dead_lettered: Family::default(),
+            outbox_dropped: Family::default(),
             ack_seconds: latency_histogram(),
             commit_seconds: latency_histogram(),
             sync_seconds: latency_histogram(),
@@ -183,6 +191,11 @@ impl TelemetryMetrics {
         r.register("edgepm_readings_rejected", "Messages dead-lettered, by reason", self.rejected.clone());
         r.register("edgepm_readings_duplicate", "Redelivered readings ignored", self.duplicates.clone());
         r.register("edgepm_readings_late", "Readings older than the last window", self.late.clone());
+        r.register(
+            "edgepm_readings_parked",
+            "Readings of a tenant not deployed, kept and replayed once it is",
+            self.parked.clone(),
+        );
         r.register("edgepm_predictions", "Predictions stored, by tenant", self.predictions.clone());
         r.register("edgepm_alerts", "Alerts raised, by tenant", self.alerts.clone());
         r.register("edgepm_window_errors", "Windows a plugin failed on", self.window_errors.clone());
@@ -192,6 +205,16 @@ impl TelemetryMetrics {
             "edgepm_outbox_failures",
             "Outbox delivery attempts that failed, by sink",
             self.delivery_failures.clone(),
+        );
+        r.register(
+            "edgepm_outbox_dead_lettered",
+            "Outbox messages that can never be delivered (too large, refused N times), by sink",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "edgepm_outbox_dropped",
+            "Outbox messages dropped by the outbox's bounds (outbox_max_rows, outbox_max_age_days), by reason",
+            self.outbox_dropped.clone(),
         );
         r.register("edgepm_ack_latency_seconds", "Receive to MQTT acknowledgement", self.ack_seconds.clone());
         r.register("edgepm_store_commit_seconds", "Store transaction per batch", self.commit_seconds.clone());
@@ -241,6 +264,12 @@ impl TelemetryMetrics {
     }
     pub fn delivered(&self, sink: &'static str) -> Counter {
         self.delivered.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn dead_lettered(&self, sink: &'static str) -> Counter {
+        self.dead_lettered.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn outbox_dropped(&self, reason: &'static str) -> Counter {
+        self.outbox_dropped.get_or_create(&ReasonLabels { reason }).clone()
     }
     pub fn delivery_failures(&self, sink: &'static str) -> Counter {
         self.delivery_failures.get_or_create(&SinkLabels { sink }).clone()

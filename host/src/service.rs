@@ -48,6 +48,8 @@ pub struct HostConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
     /// Watch the plugins folder and swap new versions in (default true).
     #[serde(default = "yes")]
     pub watch_plugins: bool,
@@ -89,6 +91,21 @@ pub struct StoreConfig {
     /// Most messages per transaction (default 2048).
     #[serde(default = "default_batch")]
     pub batch_max: usize,
+    /// Most messages waiting in the outbox (default 1,000,000); past it the oldest are dropped,
+    /// logged and counted (`edgepm_outbox_dropped_total{reason="rows"}`).
+    #[serde(default = "default_outbox_rows")]
+    pub outbox_max_rows: u64,
+    /// Messages older than this are dropped from the outbox, logged and counted (default 7;
+    /// 0 keeps them until delivered).
+    #[serde(default = "default_outbox_age")]
+    pub outbox_max_age_days: u32,
+}
+
+fn default_outbox_rows() -> u64 {
+    1_000_000
+}
+fn default_outbox_age() -> u32 {
+    7
 }
 
 impl Default for StoreConfig {
@@ -97,6 +114,8 @@ impl Default for StoreConfig {
             durability: Durability::Full,
             retention_days: default_retention(),
             batch_max: default_batch(),
+            outbox_max_rows: default_outbox_rows(),
+            outbox_max_age_days: default_outbox_age(),
         }
     }
 }
@@ -164,6 +183,29 @@ impl LimitsConfig {
     }
 }
 
+/// `[logs]`: the message log of everything the host published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Write `<data_dir>/logs/mqtt_messages.jsonl` (default true).
+    #[serde(default = "yes")]
+    pub mqtt_log: bool,
+    /// Size at which the message log is rotated to `mqtt_messages.jsonl.1` (one old file is
+    /// kept), MiB (default 64).
+    #[serde(default = "default_mqtt_log_max_mib")]
+    pub mqtt_log_max_mib: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { mqtt_log: true, mqtt_log_max_mib: default_mqtt_log_max_mib() }
+    }
+}
+
+fn default_mqtt_log_max_mib() -> u64 {
+    64
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -194,6 +236,7 @@ impl HostConfig {
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
+            logs: LogsConfig::default(),
             watch_plugins: true,
         }
     }
@@ -310,8 +353,14 @@ impl Service {
                 acks: acks_rx,
                 connected: out_connected,
                 runtime: runtime.handle().clone(),
+                max_publish_bytes: config.mqtt.max_publish_bytes,
             },
-            Paths { email_dir: config.email_dir(), mqtt_log: config.mqtt_log() },
+            Paths {
+                email_dir: config.email_dir(),
+                mqtt_log: config.logs.mqtt_log.then(|| config.mqtt_log()),
+                mqtt_log_max_bytes: config.logs.mqtt_log_max_mib.max(1) << 20,
+                dead_letters: config.data_dir.join("logs").join("undeliverable.jsonl"),
+            },
             telemetry.clone(),
             stop_outbox.clone(),
             delivered_tx,
@@ -368,6 +417,8 @@ impl Service {
             totals: totals.clone(),
             store: store.clone(),
             retention_days: config.store.retention_days,
+            outbox_max_rows: config.store.outbox_max_rows,
+            outbox_max_age_days: config.store.outbox_max_age_days,
             pause_before_ack: pause_before_ack()?,
             rx_closed: false,
         };
@@ -498,6 +549,8 @@ struct IngestLoop {
     totals: Arc<std::sync::Mutex<Totals>>,
     store: Arc<SqliteStore>,
     retention_days: u32,
+    outbox_max_rows: u64,
+    outbox_max_age_days: u32,
     /// Fault injection for tests ([`PAUSE_BEFORE_ACK_ENV`]): a pause between a batch's commit
     /// and its acknowledgements.
     pause_before_ack: Option<Duration>,
@@ -595,6 +648,17 @@ impl IngestLoop {
             if Instant::now() >= next_disk_check {
                 next_disk_check = Instant::now() + DISK_CHECK_EVERY;
                 self.check_disk();
+                self.bound_outbox();
+                match self.ingestor.replay_parked(now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(messages = n, "Parked messages replayed");
+                        self.waker.wake()
+                    }
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "Replaying parked messages failed; tried again later")
+                    }
+                }
             }
             batch.clear();
             // Let a large WAL start over (see `SqliteStore::restart_wal_when_due`).
@@ -679,6 +743,28 @@ impl IngestLoop {
             pause = (pause * 2).min(RETRY_MAX);
         }
         None
+    }
+
+    /// Drops what exceeds the outbox's bounds — the one explicit drop policy for undelivered
+    /// messages: logged and counted, never silent.
+    fn bound_outbox(&self) {
+        let oldest = (self.outbox_max_age_days > 0)
+            .then(|| now_ms() - i64::from(self.outbox_max_age_days) * 86_400_000);
+        match self.store.bound_outbox(self.outbox_max_rows, oldest) {
+            Ok((0, 0)) => {}
+            Ok((aged, rows)) => {
+                self.metrics.outbox_dropped("age").inc_by(aged);
+                self.metrics.outbox_dropped("rows").inc_by(rows);
+                warn!(
+                    aged,
+                    rows,
+                    max_rows = self.outbox_max_rows,
+                    max_age_days = self.outbox_max_age_days,
+                    "Undelivered outbox messages dropped: the outbox is over its bounds"
+                );
+            }
+            Err(e) => warn!(error = %e, "Bounding the outbox failed"),
+        }
     }
 
     /// Updates the free-space gauge and the disk's part of `/readyz`.

@@ -49,7 +49,18 @@ struct DeviceState {
     windows: DeviceWindows,
     size: usize,
     hop: usize,
+    /// When the device's last reading arrived (host clock, ms): states of devices silent for
+    /// long are evicted and rebuilt from the store if the device comes back.
+    seen_ms: i64,
 }
+
+/// Window states kept at most; past it the least recently heard devices' are evicted.
+pub const MAX_DEVICE_STATES: usize = 100_000;
+/// A device silent for this long loses its window state (rebuilt from the store when it is heard
+/// from again).
+pub const DEVICE_IDLE_MS: i64 = 3_600_000;
+/// How often idle window states are looked for.
+const EVICT_EVERY_MS: i64 = 60_000;
 
 /// Turns batches of messages into stored readings, windows, predictions and outbox messages.
 pub struct Ingestor {
@@ -65,6 +76,8 @@ pub struct Ingestor {
     /// What the open transaction will count once it commits (nothing, if it rolls back): every
     /// counter counts what was committed.
     uncounted: Uncounted,
+    /// When idle window states are looked for next.
+    next_eviction_ms: i64,
 }
 
 /// Counts of the open transaction, added to the metrics after its commit.
@@ -74,6 +87,7 @@ struct Uncounted {
     tenants: HashMap<String, [u64; 4]>,
     duplicates: u64,
     late: u64,
+    parked: u64,
     rejected: Vec<&'static str>,
 }
 
@@ -102,6 +116,40 @@ impl Ingestor {
             metrics,
             counters: HashMap::new(),
             uncounted: Uncounted::default(),
+            next_eviction_ms: 0,
+        }
+    }
+
+    /// Window states kept (one per device heard from recently).
+    pub fn device_states(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Drops the window state of devices silent for [`DEVICE_IDLE_MS`], and beyond
+    /// [`MAX_DEVICE_STATES`] that of the least recently heard: memory stays bounded however many
+    /// devices come and go. Nothing is lost: a state is rebuilt from the store on the device's
+    /// next reading.
+    fn evict_idle(&mut self, now_ms: i64) {
+        if now_ms < self.next_eviction_ms && self.devices.len() <= MAX_DEVICE_STATES {
+            return;
+        }
+        self.next_eviction_ms = now_ms + EVICT_EVERY_MS;
+        let before = self.devices.len();
+        self.devices.retain(|_, s| now_ms - s.seen_ms < DEVICE_IDLE_MS);
+        if self.devices.len() > MAX_DEVICE_STATES {
+            let mut seen: Vec<i64> = self.devices.values().map(|s| s.seen_ms).collect();
+            let cut = self.devices.len() - MAX_DEVICE_STATES * 3 / 4;
+            let (_, &mut oldest_kept, _) = seen.select_nth_unstable(cut);
+            self.devices.retain(|_, s| s.seen_ms >= oldest_kept);
+        }
+        let devices = &self.devices;
+        self.assets.retain(|k, _| devices.contains_key(k));
+        if self.devices.len() < before {
+            debug!(
+                evicted = before - self.devices.len(),
+                kept = self.devices.len(),
+                "Window states of idle devices evicted"
+            );
         }
     }
 
@@ -129,6 +177,7 @@ impl Ingestor {
         }
         self.metrics.duplicates.inc_by(u.duplicates);
         self.metrics.late.inc_by(u.late);
+        self.metrics.parked.inc_by(u.parked);
         for reason in u.rejected.drain(..) {
             self.metrics.rejected(reason).inc();
         }
@@ -159,10 +208,47 @@ impl Ingestor {
         delivered: &[i64],
         now_ms: i64,
     ) -> anyhow::Result<BatchReport> {
+        self.transaction(batch, delivered, &[], now_ms)
+    }
+
+    /// Replays parked messages (see [`SqliteStore::park`]) of the tenants now served, up to 1,000
+    /// per call, in one transaction that also deletes them from the parked table: each is stored
+    /// exactly once. Returns how many were replayed.
+    pub fn replay_parked(&mut self, now_ms: i64) -> anyhow::Result<usize> {
+        let mut replayed = 0;
+        for tenant in self.store.parked_tenants()? {
+            if self.host.tenant(&tenant).is_none() {
+                continue;
+            }
+            let rows = self.store.parked(&tenant, 1000)?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let messages: Vec<Message> = rows
+                .into_iter()
+                .map(|(_, topic, payload)| Message {
+                    topic,
+                    payload: payload.into(),
+                    received: Instant::now(),
+                })
+                .collect();
+            self.transaction(&messages, &[], &ids, now_ms)?;
+            tracing::info!(%tenant, messages = messages.len(), "Parked messages replayed: the tenant is served now");
+            replayed += messages.len();
+        }
+        Ok(replayed)
+    }
+
+    fn transaction(
+        &mut self,
+        batch: &[Message],
+        delivered: &[i64],
+        parked: &[i64],
+        now_ms: i64,
+    ) -> anyhow::Result<BatchReport> {
         let started = Instant::now();
         self.store.begin()?;
         let mut report = BatchReport::default();
         let result = self.store.delete_outbox(delivered).map_err(anyhow::Error::from);
+        let result = result.and_then(|()| Ok(self.store.delete_parked(parked)?));
         let mut ready = Vec::new();
         let result = result
             .and_then(|()| batch.iter().try_for_each(|m| self.message(m, now_ms, &mut ready, &mut report)));
@@ -179,6 +265,7 @@ impl Ingestor {
             return Err(e);
         }
         self.counted();
+        self.evict_idle(now_ms);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(report)
     }
@@ -206,14 +293,19 @@ impl Ingestor {
             Err(reject) => return self.reject(m, &reject, now_ms, report),
         };
         let Some(pipeline) = self.host.tenant(&reading.tenant) else {
-            return self.reject(m, &Reject::UnknownTenant(reading.tenant.clone()), now_ms, report);
+            // Perhaps only for a moment (a tenant folder being redeployed): kept, and replayed
+            // once the tenant is served (the dead letter tells operators meanwhile).
+            let reject = Reject::UnknownTenant(reading.tenant.clone());
+            self.store.park(&reading.tenant, &m.topic, &m.payload, reject.reason(), now_ms)?;
+            self.uncounted.parked += 1;
+            return self.reject(m, &reject, now_ms, report);
         };
         let size = pipeline.window_size.max(1) as usize;
         let hop = pipeline.config.hop.unwrap_or(self.default_hop).max(1) as usize;
         drop(pipeline);
         // The window state must reflect the store *before* this reading is inserted.
         let key = (reading.tenant.clone(), reading.device.clone());
-        self.device_state(&key, size, hop)?;
+        self.device_state(&key, size, hop, now_ms)?;
         if !self.store.insert_reading(&reading, now_ms)? {
             report.duplicates += 1;
             self.uncounted.duplicates += 1;
@@ -222,7 +314,10 @@ impl Ingestor {
         report.readings += 1;
         self.count(&reading.tenant, READINGS, 1);
         let pushed = match self.devices.get_mut(&key) {
-            Some(state) => state.windows.push(reading),
+            Some(state) => {
+                state.seen_ms = now_ms;
+                state.windows.push(reading)
+            }
             None => return Ok(()),
         };
         match pushed {
@@ -243,7 +338,13 @@ impl Ingestor {
 
     /// Makes sure the device's window state exists and matches the tenant's window size and hop
     /// (a new preprocess plugin may change the size): otherwise it is rebuilt from the store.
-    fn device_state(&mut self, key: &(String, String), size: usize, hop: usize) -> anyhow::Result<()> {
+    fn device_state(
+        &mut self,
+        key: &(String, String),
+        size: usize,
+        hop: usize,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         if self.devices.get(key).is_some_and(|s| s.size == size && s.hop == hop) {
             return Ok(());
         }
@@ -253,7 +354,12 @@ impl Ingestor {
         debug!(%tenant, %device, restored = recent.len(), "Window state rebuilt from the store");
         self.devices.insert(
             key.clone(),
-            DeviceState { windows: DeviceWindows::restore(size, hop, recent, last), size, hop },
+            DeviceState {
+                windows: DeviceWindows::restore(size, hop, recent, last),
+                size,
+                hop,
+                seen_ms: now_ms,
+            },
         );
         Ok(())
     }

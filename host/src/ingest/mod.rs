@@ -6,5 +6,5 @@ pub mod batch;
 pub mod decode;
 pub mod mqtt;
 
-pub use batch::{BatchReport, Ingestor, Message};
+pub use batch::{BatchReport, DEVICE_IDLE_MS, Ingestor, MAX_DEVICE_STATES, Message};
 pub use decode::{Limits, Reading, Reject, Samples, decode};

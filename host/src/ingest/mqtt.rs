@@ -50,8 +50,17 @@ pub struct MqttConfig {
     /// Largest packet read or written (default 16 MiB).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
+    /// Largest message the host publishes (topic and payload), default 128 KiB — AWS IoT Core's
+    /// limit. A larger one could never be delivered (the broker drops the connection, taking
+    /// every publication in flight with it): it is dead-lettered instead of retried.
+    #[serde(default = "default_max_publish")]
+    pub max_publish_bytes: usize,
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+}
+
+fn default_max_publish() -> usize {
+    128 * 1024
 }
 
 /// `[mqtt.tls]`: PEM files. With `cert_file` and `key_file` the host authenticates with its
@@ -91,6 +100,7 @@ impl MqttConfig {
             password: None,
             keep_alive_secs: default_keep_alive(),
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            max_publish_bytes: default_max_publish(),
             tls: None,
         }
     }

@@ -148,11 +148,18 @@ pub fn arrange(model: &dyn Model, features: &Features) -> Result<Vec<f32>, Model
 pub struct ModelRegistry {
     dir: PathBuf,
     loaded: RwLock<HashMap<String, Arc<dyn Model>>>,
+    /// Changed models refused by [`ModelRegistry::reload`] since start.
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl ModelRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> ModelRegistry {
-        ModelRegistry { dir: dir.into(), loaded: RwLock::new(HashMap::new()) }
+        ModelRegistry { dir: dir.into(), loaded: RwLock::new(HashMap::new()), rejected: Default::default() }
+    }
+
+    /// Changed models refused since start (the loaded version kept serving).
+    pub fn rejected_reloads(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -192,6 +199,7 @@ impl ModelRegistry {
                 self.loaded.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), m);
             }
             Err(e) => {
+                self.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(model = name, error = %e, "Changed model rejected; the loaded version keeps serving")
             }
         }

@@ -38,6 +38,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 const MAX_RETRYING: usize = 10_000;
 /// Longest wait before a failed message is retried.
 const MAX_BACKOFF_MS: i64 = 5 * 60_000;
+/// Attempts after which an alert e-mail file that cannot be written is dead-lettered.
+const FILE_MAX_ATTEMPTS: u32 = 10;
 
 /// Wakes the dispatcher (after a commit). Cheap and never blocks; a wake while the dispatcher
 /// is busy is kept for its next wait.
@@ -67,6 +69,8 @@ pub struct MqttOut {
     pub acks: tokio::sync::watch::Receiver<u64>,
     pub connected: Arc<AtomicBool>,
     pub runtime: tokio::runtime::Handle,
+    /// Larger publications (topic and payload) are dead-lettered (`[mqtt] max_publish_bytes`).
+    pub max_publish_bytes: usize,
 }
 
 /// Where the file sinks write.
@@ -74,8 +78,14 @@ pub struct MqttOut {
 pub struct Paths {
     /// One `.eml` file per alert.
     pub email_dir: PathBuf,
-    /// One JSON line per MQTT message delivered: `{"time", "topic", "payload"}`.
-    pub mqtt_log: PathBuf,
+    /// One JSON line per MQTT message delivered: `{"time", "topic", "payload"}`; `None`: off.
+    pub mqtt_log: Option<PathBuf>,
+    /// Size at which the message log is renamed to `<name>.1` (replacing the one before) and a
+    /// new one started.
+    pub mqtt_log_max_bytes: u64,
+    /// Messages that can never be delivered, one JSON line each: `{"time", "sink", "target",
+    /// "bytes", "reason", "payload"}`.
+    pub dead_letters: PathBuf,
 }
 
 /// Delivers the outbox.
@@ -99,8 +109,8 @@ pub struct Dispatcher {
     published: u64,
     /// When the outbox depth gauge is refreshed next.
     next_depth: std::time::Instant,
-    /// The MQTT message log, open.
-    mqtt_log: Option<std::fs::File>,
+    /// The MQTT message log, open, and its size.
+    mqtt_log: Option<(std::fs::File, u64)>,
 }
 
 impl Dispatcher {
@@ -117,7 +127,7 @@ impl Dispatcher {
         use anyhow::Context as _;
         std::fs::create_dir_all(&paths.email_dir)
             .with_context(|| format!("creating {}", paths.email_dir.display()))?;
-        if let Some(dir) = paths.mqtt_log.parent() {
+        if let Some(dir) = paths.mqtt_log.as_deref().and_then(|p| p.parent()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let wake = Arc::new(Notify::new());
@@ -265,6 +275,12 @@ impl Dispatcher {
                 Ok(()) => delivered.push(item.id),
                 Err(e) => {
                     self.metrics.delivery_failures(Sink::Email.as_str()).inc();
+                    if item.attempts + 1 >= FILE_MAX_ATTEMPTS {
+                        let reason = format!("writing the file failed {FILE_MAX_ATTEMPTS} times, last: {e}");
+                        self.dead_letter(item, &reason);
+                        delivered.push(item.id);
+                        continue;
+                    }
                     warn!(file = %path.display(), error = %e, "Writing an alert e-mail failed; will retry");
                     self.failed(std::iter::once(item), &e.to_string(), now);
                 }
@@ -278,6 +294,20 @@ impl Dispatcher {
     /// Sends `items` and puts them in flight; they are done when [`Dispatcher::settle`] sees
     /// their acknowledgements.
     fn deliver_mqtt(&mut self, items: Vec<OutboxItem>, now: i64) -> bool {
+        let max = self.mqtt.max_publish_bytes;
+        let (items, too_large): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            items.into_iter().partition(|i| i.target.len() + i.payload.len() <= max);
+        for item in &too_large {
+            let reason = format!(
+                "{} bytes, more than max_publish_bytes = {max}",
+                item.target.len() + item.payload.len()
+            );
+            self.dead_letter(item, &reason);
+        }
+        self.done(&too_large.iter().map(|i| i.id).collect::<Vec<_>>());
+        if items.is_empty() {
+            return !too_large.is_empty();
+        }
         if !self.mqtt.connected.load(Ordering::Relaxed) {
             // Not a failure of the messages: they wait for the connection.
             let at = now + 500;
@@ -312,24 +342,65 @@ impl Dispatcher {
     }
 
     /// Appends the delivered publications to the message log, one JSON line each. The file
-    /// stays open between calls (reopened after an error, e.g. when it was rotated away).
+    /// stays open between calls (reopened after an error, e.g. when it was rotated away); past
+    /// [`Paths::mqtt_log_max_bytes`] it is rotated.
     fn log_mqtt(&mut self, items: &[OutboxItem]) {
+        let Some(path) = self.paths.mqtt_log.clone() else { return };
         let time = messages::rfc3339(now_ms());
         let mut lines = Vec::with_capacity(items.iter().map(|i| i.payload.len() + 128).sum());
         for item in items {
             log_line(&mut lines, &time, &item.target, &item.payload);
         }
-        let written = match &mut self.mqtt_log {
-            Some(f) => f.write_all(&lines),
-            None => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.paths.mqtt_log)
-                .and_then(|mut f| f.write_all(&lines).map(|()| self.mqtt_log = Some(f))),
-        };
-        if let Err(e) = written {
+        if self.mqtt_log.is_none() {
+            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => {
+                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    self.mqtt_log = Some((f, size));
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "Opening the MQTT message log failed");
+                    return;
+                }
+            }
+        }
+        let Some((file, size)) = &mut self.mqtt_log else { return };
+        if let Err(e) = file.write_all(&lines) {
             self.mqtt_log = None;
-            warn!(file = %self.paths.mqtt_log.display(), error = %e, "Appending to the MQTT message log failed");
+            warn!(file = %path.display(), error = %e, "Appending to the MQTT message log failed");
+            return;
+        }
+        *size += lines.len() as u64;
+        if *size >= self.paths.mqtt_log_max_bytes {
+            self.mqtt_log = None;
+            let mut old = path.clone().into_os_string();
+            old.push(".1");
+            if let Err(e) = std::fs::rename(&path, &old) {
+                warn!(file = %path.display(), error = %e, "Rotating the MQTT message log failed");
+            }
+        }
+    }
+
+    /// A message that can never be delivered: counted, logged and written to
+    /// [`Paths::dead_letters`]; the caller reports it done, so it is never retried.
+    fn dead_letter(&mut self, item: &OutboxItem, reason: &str) {
+        self.metrics.dead_lettered(item.sink.as_str()).inc();
+        tracing::error!(sink = item.sink.as_str(), target = %item.target, bytes = item.payload.len(), reason,
+            "Outbox message can never be delivered; dead-lettered");
+        let line = serde_json::json!({
+            "time": messages::rfc3339(now_ms()),
+            "sink": item.sink.as_str(),
+            "target": item.target,
+            "bytes": item.payload.len(),
+            "reason": reason,
+            "payload": String::from_utf8_lossy(&item.payload),
+        });
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.paths.dead_letters)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            warn!(file = %self.paths.dead_letters.display(), error = %e, "Writing the dead letter failed");
         }
     }
 

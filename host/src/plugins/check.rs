@@ -57,6 +57,7 @@ pub fn check_file(path: &Path, expect: Option<Stage>) -> Result<CheckReport, Loa
         config: Arc::new(TenantConfig::default()),
         models: Arc::new(ModelRegistry::new(std::env::temp_dir().join("edgepm-check-no-models"))),
         history: Arc::new(MemoryHistory::default()),
+        memory: Default::default(),
     });
     let version = compiled.version.id.clone();
     let plugin = StagePlugin::new(compiled, ctx, Metrics::new().stage("check", stage));

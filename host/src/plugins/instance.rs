@@ -15,7 +15,7 @@ use crate::model::{ModelRegistry, Prefetched};
 use crate::store::History;
 use crate::types::{self, Stage};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -38,29 +38,54 @@ pub struct CallContext {
     pub config: Arc<TenantConfig>,
     pub models: Arc<ModelRegistry>,
     pub history: Arc<dyn History>,
+    /// Bytes of linear memory held by all of the tenant's instances (`[limits] tenant_memory_mib`).
+    pub memory: Arc<AtomicUsize>,
 }
 
-/// Enforces the memory cap and remembers whether it was hit, to tell an out-of-memory trap
-/// from other traps.
+/// Enforces the memory caps — the instance's own and the tenant's, shared by all of its
+/// instances — and remembers which was hit, to tell an out-of-memory trap from others.
 pub(crate) struct Limiter {
     memory_cap: usize,
-    hit: bool,
+    tenant_cap: usize,
+    /// Bytes of linear memory all the tenant's live instances hold.
+    tenant_used: Arc<AtomicUsize>,
+    /// This instance's share of `tenant_used`, given back when it is dropped.
+    own: usize,
+    /// Which cap was hit.
+    hit: Option<CallError>,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.tenant_used.fetch_sub(self.own, Ordering::Relaxed);
+    }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
-            self.hit = true;
+            self.hit = Some(CallError::MemoryCap((self.memory_cap >> 20) as u64));
             wasmtime::bail!(
                 "memory cap of {} MiB exceeded (asked for {desired} bytes)",
                 self.memory_cap >> 20
             );
         }
+        let grow = desired.saturating_sub(current);
+        let total = self.tenant_used.fetch_add(grow, Ordering::Relaxed) + grow;
+        if total > self.tenant_cap {
+            self.tenant_used.fetch_sub(grow, Ordering::Relaxed);
+            self.hit = Some(CallError::TenantMemoryCap((self.tenant_cap >> 20) as u64));
+            wasmtime::bail!(
+                "the tenant's memory cap of {} MiB for all its instances exceeded",
+                self.tenant_cap >> 20
+            );
+        }
+        self.own += grow;
         Ok(true)
     }
 
@@ -303,7 +328,13 @@ impl StagePlugin {
         let state = StoreState {
             wasi,
             table,
-            limiter: Limiter { memory_cap: self.limits.memory_bytes(), hit: false },
+            limiter: Limiter {
+                memory_cap: self.limits.memory_bytes(),
+                tenant_cap: self.limits.tenant_memory_bytes(),
+                tenant_used: self.ctx.memory.clone(),
+                own: 0,
+                hit: None,
+            },
             blocked: None,
             violation: None,
             device: None,
@@ -327,8 +358,8 @@ impl StagePlugin {
     }
 
     fn classify(&self, e: wasmtime::Error, state: &StoreState) -> CallError {
-        if state.limiter.hit {
-            return CallError::MemoryCap(self.limits.memory_mib);
+        if let Some(hit) = &state.limiter.hit {
+            return hit.clone();
         }
         if let Some(call) = state.blocked {
             return CallError::Blocked(call.to_string());

@@ -101,6 +101,8 @@ pub enum CallError {
     Timeout(u64),
     #[error("exceeded its memory cap of {0} MiB")]
     MemoryCap(u64),
+    #[error("exceeded its tenant's memory cap of {0} MiB (all the tenant's instances together)")]
+    TenantMemoryCap(u64),
     #[error("trapped: {0}")]
     Trap(String),
     #[error("tried to block in {0}: plugins may not wait inside WASI")]
@@ -118,7 +120,7 @@ impl CallError {
         match self {
             CallError::Rejected(_) => CallOutcome::Error,
             CallError::Timeout(_) => CallOutcome::Timeout,
-            CallError::MemoryCap(_) => CallOutcome::Memory,
+            CallError::MemoryCap(_) | CallError::TenantMemoryCap(_) => CallOutcome::Memory,
             CallError::Trap(_) => CallOutcome::Trap,
             CallError::Blocked(_) => CallOutcome::Blocked,
             CallError::InvalidOutput(_) => CallOutcome::InvalidOutput,

@@ -101,6 +101,8 @@ pub struct PluginHost {
     events: Mutex<VecDeque<PluginEvent>>,
     /// Versions refused per tenant before this start ([`HostOptions::refused_file`]).
     refused_before: BTreeMap<String, HashSet<String>>,
+    /// Linear memory held by each tenant's instances, shared by all of them across reloads.
+    memory: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 /// Reads the refused versions kept by an earlier run; a missing or unreadable file is none.
@@ -172,6 +174,7 @@ impl PluginHost {
             rejected: AtomicU64::new(0),
             events: Mutex::new(VecDeque::new()),
             refused_before,
+            memory: Mutex::new(BTreeMap::new()),
         });
         for name in host.tenant_folders()? {
             host.reload_tenant(&name);
@@ -500,6 +503,13 @@ impl PluginHost {
             config: config.clone(),
             models: self.models.clone(),
             history: self.history.clone(),
+            memory: self
+                .memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(tenant.to_string())
+                .or_default()
+                .clone(),
         });
         StagePlugin::new(compiled, ctx, self.metrics.stage(tenant, stage))
     }

@@ -103,3 +103,54 @@ fn windows_ready_together_are_scored_in_one_model_call_with_the_same_results() {
     assert_eq!(alerts, [1, 0, 0]);
     assert!(a.iter().filter(|p| p.0 == "MTR-001").all(|p| p.2 < 0.5 && p.3 == 0), "{a:?}");
 }
+
+#[test]
+fn window_states_of_devices_silent_for_long_are_evicted_and_rebuilt_without_loss() {
+    let _timing = support::shared();
+    let mut h = host();
+    let now = edgepm::outbox::now_ms();
+    let (a, b) = (readings("MTR-A", 40, 0.0), readings("MTR-B", 40, 0.0));
+    h.ingestor.process(&a[..20], &[], now).expect("batch");
+    h.ingestor.process(&b[..20], &[], now).expect("batch");
+    assert_eq!(h.ingestor.device_states(), 2);
+    // Two hours later only MTR-A is heard from: MTR-B's state goes.
+    let later = now + 2 * edgepm::ingest::DEVICE_IDLE_MS;
+    h.ingestor.process(&a[20..], &[], later).expect("batch");
+    assert_eq!(h.ingestor.device_states(), 1, "the silent device's window state is evicted");
+    // MTR-B comes back: its state is rebuilt from the store and its windows go on as if nothing
+    // happened — the same predictions as a host that never evicted it.
+    h.ingestor.process(&b[20..], &[], later).expect("batch");
+    assert_eq!(h.ingestor.device_states(), 2);
+    let mut reference = host();
+    for batch in [&a[..20], &b[..20], &a[20..], &b[20..]] {
+        reference.ingestor.process(batch, &[], now).expect("batch");
+    }
+    let ends = |db| predictions(db).into_iter().map(|(d, end, _, _)| (d, end)).collect::<Vec<_>>();
+    assert_eq!(ends(&h.db), ends(&reference.db));
+    assert!(!ends(&h.db).is_empty());
+}
+
+#[test]
+fn readings_of_a_tenant_not_deployed_yet_are_parked_and_replayed_once_it_is() {
+    let _timing = support::shared();
+    let mut h = host();
+    let now = edgepm::outbox::now_ms();
+    let ghost: Vec<Message> = readings("MTR-G", 40, 0.0)
+        .into_iter()
+        .map(|m| Message { topic: m.topic.replace("edgepm/acme/", "edgepm/ghost/"), ..m })
+        .collect();
+    let report = h.ingestor.process(&ghost, &[], now).expect("batch");
+    assert_eq!((report.readings, report.rejected), (0, 40), "refused: no tenant ghost");
+    assert_eq!(h.ingestor.replay_parked(now).expect("replay"), 0, "still not served");
+    // The tenant is deployed (say, its folder was being replaced): its readings come back.
+    h._d.add_tenant("ghost", "hop = 8\n");
+    h.host.reload_tenant("ghost");
+    assert_eq!(h.ingestor.replay_parked(now).expect("replay"), 40);
+    assert_eq!(h.ingestor.replay_parked(now).expect("replay"), 0, "each replayed once");
+    let conn = rusqlite::Connection::open(&h.db).expect("open");
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM readings WHERE tenant = 'ghost'", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 40);
+    assert!(predictions(&h.db).iter().any(|(d, ..)| d == "MTR-G"), "and scored");
+}

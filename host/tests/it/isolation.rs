@@ -233,3 +233,23 @@ fn a_quarantined_version_stays_refused_after_a_restart() {
     let host = open();
     assert_eq!(host.tenant("a").expect("tenant").versions()[2], support::version_of(&fixed));
 }
+
+#[test]
+fn the_memory_cap_covers_all_of_a_tenants_instances() {
+    let _timing = support::shared();
+    let d = Deployment::new();
+    // Each instance may have 64 MiB, the tenant's instances together too: the preprocessor's and
+    // scorer's instances hold some of it, so the hoarding policy hits the tenant's cap first.
+    d.add_tenant(
+        "hoarder",
+        "[limits]\nmemory_mib = 64\ntenant_memory_mib = 64\ndeadline_ms = 5000\n[settings]\nchaos = \"oom\"\nchaos_device = \"MTR-X\"\n",
+    );
+    d.deploy("hoarder", "policy.wasm", &support::wasm(support::CHAOS_POLICY));
+    let host = d.open();
+    let (_, error) = failure(&host, "hoarder", "MTR-X", 0);
+    assert_eq!(error, CallError::TenantMemoryCap(64), "{error}");
+    // The trapped instance gave its memory back: the next windows are served.
+    for i in 1..4 {
+        served(&host, "hoarder", "MTR-Y", i);
+    }
+}

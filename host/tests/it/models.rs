@@ -155,7 +155,8 @@ fn a_changed_model_is_swapped_in_and_a_broken_one_is_refused() {
     // A broken model file: refused, version B keeps serving.
     std::fs::write(&tmp, "{\"learner\": 1}").expect("write");
     std::fs::rename(&tmp, dir.join("model.json")).expect("rename");
-    std::thread::sleep(Duration::from_millis(500));
+    let refused = wait_until(Duration::from_secs(10), || host.models().rejected_reloads() == 1);
+    assert!(refused.is_some(), "the broken file was seen and refused");
     let m = host.models().get("trees").expect("still serving");
     assert_eq!(m.id(), "trees@B");
     assert!(m.predict_row(&vec![0.0; m.feature_names().len()], false).is_ok());

@@ -50,10 +50,21 @@ fn publications_wait_for_acknowledgements_and_survive_a_broker_that_dies() {
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
     let (delivered_tx, delivered_rx) = std::sync::mpsc::channel::<Vec<i64>>();
-    let paths = Paths { email_dir: root.path().join("mail"), mqtt_log: root.path().join("mqtt.jsonl") };
+    let paths = Paths {
+        email_dir: root.path().join("mail"),
+        mqtt_log: Some(root.path().join("mqtt.jsonl")),
+        mqtt_log_max_bytes: 64 << 20,
+        dead_letters: root.path().join("undeliverable.jsonl"),
+    };
     let (dispatcher, waker) = Dispatcher::new(
         SqliteStore::open(&db, Durability::Normal).expect("reader"),
-        MqttOut { client: mqtt, acks, connected: connected.clone(), runtime: runtime.handle().clone() },
+        MqttOut {
+            client: mqtt,
+            acks,
+            connected: connected.clone(),
+            runtime: runtime.handle().clone(),
+            max_publish_bytes: 128 * 1024,
+        },
         paths.clone(),
         metrics.telemetry.clone(),
         stop.clone(),
@@ -77,7 +88,7 @@ fn publications_wait_for_acknowledgements_and_survive_a_broker_that_dies() {
     let failures =
         crate::support::metric(&metrics.encode(), "edgepm_outbox_failures_total", &[("sink", "mqtt")]);
     assert!(failures >= 1.0, "the lost publications were counted as a failed delivery");
-    let lines = std::fs::read_to_string(&paths.mqtt_log).expect("message log").lines().count();
+    let lines = std::fs::read_to_string(root.path().join("mqtt.jsonl")).expect("message log").lines().count();
     assert!(lines >= N as usize, "every message is in the log once it was acknowledged: {lines}");
 
     stop.store(true, Ordering::Relaxed);
