@@ -74,11 +74,12 @@ struct Pending {
 ///
 /// Each tenant's plugins are taken once for the whole call, so a hot swap lands between two
 /// calls — except a quarantine during the call: the tenant's windows after it run on the version
-/// restored (each window still on one snapshot, see `newer`). Stages run as: every window's features first (the preprocessor sees nothing but its
-/// window), then one batched model call per tenant for all its windows (the tenant's default
-/// model, on the features as the preprocessor returned them), then, window by window in order,
-/// the scorer — whose `predict` is answered from the batch when it asks for exactly that — and
-/// the policy, whose history includes the windows before it and not those after.
+/// restored (each window still on one snapshot, see `newer`). Stages run as: every window's
+/// features first (the preprocessor sees nothing but its window), then one batched model call
+/// per tenant for all its windows (the tenant's default model, on the features as the
+/// preprocessor returned them), then, window by window in order, the scorer — whose `predict` is
+/// answered from the batch when it asks for exactly that — and the policy, whose history
+/// includes the windows before it and not those after.
 ///
 /// The outcomes come lazily: the caller stores each before the next window's policy runs (the
 /// policy's `last-alert-ms` must see the alert of the window before it).

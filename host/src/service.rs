@@ -612,6 +612,7 @@ impl IngestLoop {
                 }
                 Err(_) => {
                     self.delete_delivered(&delivered);
+                    self.housekeeping(&mut next_disk_check);
                     continue;
                 }
             }
@@ -645,21 +646,7 @@ impl IngestLoop {
                 t.messages += messages;
                 add(&mut t.batch, &report);
             }
-            if Instant::now() >= next_disk_check {
-                next_disk_check = Instant::now() + DISK_CHECK_EVERY;
-                self.check_disk();
-                self.bound_outbox();
-                match self.ingestor.replay_parked(now_ms()) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::debug!(messages = n, "Parked messages replayed");
-                        self.waker.wake()
-                    }
-                    Err(e) => {
-                        warn!(error = %format!("{e:#}"), "Replaying parked messages failed; tried again later")
-                    }
-                }
-            }
+            self.housekeeping(&mut next_disk_check);
             batch.clear();
             // Let a large WAL start over (see `SqliteStore::restart_wal_when_due`).
             let started = Instant::now();
@@ -743,6 +730,25 @@ impl IngestLoop {
             pause = (pause * 2).min(RETRY_MAX);
         }
         None
+    }
+
+    /// Every [`DISK_CHECK_EVERY`], with or without traffic: the free disk space, the outbox's
+    /// bounds, and the replay of parked messages whose tenant is served now.
+    fn housekeeping(&mut self, next: &mut Instant) {
+        if Instant::now() < *next {
+            return;
+        }
+        *next = Instant::now() + DISK_CHECK_EVERY;
+        self.check_disk();
+        self.bound_outbox();
+        match self.ingestor.replay_parked(now_ms()) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(messages = n, "Parked messages replayed");
+                self.waker.wake()
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "Replaying parked messages failed; tried again later"),
+        }
     }
 
     /// Drops what exceeds the outbox's bounds — the one explicit drop policy for undelivered

@@ -264,10 +264,12 @@ pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rngs::SmallRng::seed_from_u64(seed).random_range(0.5..=1.0))
 }
 
-/// Deliveries the ingest session holds while the ingest loop's channel is full, at most. The
-/// broker's in-flight window (unacknowledged QoS 1 messages) bounds them first; this only guards
-/// against a broker that ignores it.
+/// Deliveries (and their payload bytes) the ingest session holds while the ingest loop's channel
+/// is full, at most; past either it stops reading until the loop catches up. The broker's
+/// in-flight window (unacknowledged QoS 1 messages) bounds them first; this guards against a
+/// broker configured without one.
 const HELD_MAX: usize = 65_536;
+const HELD_MAX_BYTES: usize = 64 << 20;
 
 /// Back-off between reconnection attempts.
 struct Backoff(Duration);
@@ -305,19 +307,23 @@ pub async fn ingest_session(
     // Publications received while the ingest loop is busy: the session keeps polling (and so
     // answering keep-alives) however long the loop takes, and hands them over in order.
     let mut held: std::collections::VecDeque<Delivery> = std::collections::VecDeque::new();
+    let mut held_bytes = 0usize;
     loop {
         let event = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
             permit = tx.reserve(), if !held.is_empty() => {
                 match (permit, held.pop_front()) {
-                    (Ok(permit), Some(d)) => permit.send(d),
+                    (Ok(permit), Some(d)) => {
+                        held_bytes -= d.message.payload.len();
+                        permit.send(d)
+                    }
                     (Err(_), _) => break,
                     (Ok(_), None) => {}
                 }
                 continue;
             }
-            e = eventloop.poll(), if held.len() < HELD_MAX => e,
+            e = eventloop.poll(), if held.len() < HELD_MAX && held_bytes < HELD_MAX_BYTES => e,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -340,12 +346,16 @@ pub async fn ingest_session(
                 };
                 let delivery = Delivery { message, publish, connection: current };
                 if !held.is_empty() {
+                    held_bytes += delivery.message.payload.len();
                     held.push_back(delivery);
                     continue;
                 }
                 match tx.try_send(delivery) {
                     Ok(()) => {}
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(d)) => held.push_back(d),
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(d)) => {
+                        held_bytes += d.message.payload.len();
+                        held.push_back(d)
+                    }
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }

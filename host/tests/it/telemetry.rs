@@ -383,6 +383,66 @@ fn the_host_connects_with_mutual_tls() {
 
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
+fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {
+    let certs = crate::support::broker::Certificates::generate();
+    let stranger = crate::support::broker::Certificates::generate();
+    let (port, port_other_addr) = (crate::support::broker::free_port(), crate::support::broker::free_port());
+    let listeners = format!(
+        "{}{}",
+        certs.mosquitto_listener(port),
+        certs.mosquitto_listener_on("127.0.0.2", port_other_addr)
+    );
+    let broker = Mosquitto::start_with(&listeners);
+    let tls = |ca: &std::path::Path, client: bool| {
+        let mut t = format!("[mqtt.tls]\nca_file = {ca:?}\n");
+        if client {
+            t += &format!("cert_file = {:?}\nkey_file = {:?}\n", certs.client_cert, certs.client_key);
+        }
+        t
+    };
+    let cases = [
+        (
+            "a CA that did not sign the broker's certificate",
+            format!("mqtts://127.0.0.1:{port}"),
+            tls(&stranger.ca, true),
+            &["invalid peer certificate"][..],
+        ),
+        (
+            "an address the certificate is not for",
+            format!("mqtts://127.0.0.2:{port_other_addr}"),
+            tls(&certs.ca, true),
+            &["NotValidForName", "not valid for name"][..],
+        ),
+        ("no client certificate", format!("mqtts://127.0.0.1:{port}"), tls(&certs.ca, false), &[][..]),
+    ];
+    for (what, url, extra, error) in cases {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+        let mut host = HostProcess::spawn(root.path(), &data, &url, &extra);
+        let tried = wait_until(Duration::from_secs(30), || {
+            host.log_text().matches("MQTT ingest session lost").count() >= 2
+        });
+        assert!(tried.is_some(), "{what}: the host keeps trying; log:\n{}", host.log_text());
+        let log = host.log_text();
+        assert!(!log.contains("MQTT ingest session connected"), "{what}: never connected; log:\n{log}");
+        if !error.is_empty() {
+            assert!(
+                error.iter().any(|e| log.contains(e)),
+                "{what}: the log names the reason ({error:?}); log:\n{log}"
+            );
+        }
+        // Readings over the plain listener do not reach it, and it says it is not ready.
+        broker.publish_lines("edgepm/acme/M1/telemetry", &readings("M1", false, 4, 5));
+        let (status, ready) = crate::http::get(host.http_addr(), "/readyz");
+        assert_eq!(status, 503, "{what}: {ready}");
+        assert_eq!(json(&ready)["mqtt_connected"], false, "{what}: {ready}");
+        host.stop();
+        assert_eq!(host.count("SELECT count(*) FROM readings"), 0, "{what}");
+    }
+}
+
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("demo");

@@ -239,6 +239,32 @@ impl HostProcess {
         h
     }
 
+    /// Like [`HostProcess::start`], but returns at once, without waiting for the host to connect
+    /// (it may never: the tests of refused connections).
+    pub fn spawn(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
+        let config = root.join("edgepm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\nwatch_plugins = false\n[mqtt]\nurl = {url:?}\nclient_id = \"edgepm-it\"\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n{extra}"
+            ),
+        )
+        .expect("config");
+        let log = root.join("host.log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,cranelift=warn")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("starting edgepm run");
+        HostProcess { child: Some(child), env: Vec::new(), config, log, data: data.to_path_buf() }
+    }
+
     /// Starts the host again with the same configuration and data (appending to the log).
     pub fn restart(&mut self) {
         let before = self.log_text().matches("Subscribed").count();
@@ -407,8 +433,13 @@ impl Certificates {
 
     /// A mosquitto listener on `port` that requires a client certificate signed by the CA.
     pub fn mosquitto_listener(&self, port: u16) -> String {
+        self.mosquitto_listener_on("127.0.0.1", port)
+    }
+
+    /// The same on another loopback address (`127.0.0.2`: not a name the server certificate has).
+    pub fn mosquitto_listener_on(&self, addr: &str, port: u16) -> String {
         format!(
-            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            "listener {port} {addr}\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
             self.ca.display(),
             self.server_cert.display(),
             self.server_key.display()
