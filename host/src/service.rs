@@ -420,7 +420,6 @@ impl Service {
             outbox_max_rows: config.store.outbox_max_rows,
             outbox_max_age_days: config.store.outbox_max_age_days,
             pause_before_ack: pause_before_ack()?,
-            rx_closed: false,
         };
         let ingest_thread =
             crate::worker::spawn("edgepm-ingest", shutting_down.clone(), move || ingest.run())?;
@@ -554,8 +553,6 @@ struct IngestLoop {
     /// Fault injection for tests ([`PAUSE_BEFORE_ACK_ENV`]): a pause between a batch's commit
     /// and its acknowledgements.
     pause_before_ack: Option<Duration>,
-    /// The ingest session is gone (shutdown): a failing batch is no longer retried.
-    rx_closed: bool,
 }
 
 /// First pause before a failed batch is tried again; it doubles up to [`RETRY_MAX`].
@@ -690,7 +687,9 @@ impl IngestLoop {
     ) -> Option<BatchReport> {
         let health = self.metrics.health.clone();
         let mut pause = RETRY_FIRST;
-        for attempt in 1u64.. {
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
             let e = match self.ingestor.process(messages, delivered, now_ms()) {
                 Ok(report) => {
                     if health.recover(Part::Store) {
@@ -718,8 +717,7 @@ impl IngestLoop {
             tracing::error!(error = %reason, attempt, messages = messages.len(), retry_ms = pause.as_millis() as u64,
                 "Storing a batch failed; it is not acknowledged and will be tried again");
             self.check_disk();
-            if self.rx_closed || self.rx.is_closed() {
-                self.rx_closed = true;
+            if self.rx.is_closed() {
                 warn!(
                     messages = messages.len(),
                     "Shutting down with a batch the store refused; the broker will redeliver it"
@@ -729,7 +727,6 @@ impl IngestLoop {
             std::thread::sleep(crate::ingest::mqtt::jitter(pause));
             pause = (pause * 2).min(RETRY_MAX);
         }
-        None
     }
 
     /// Every [`DISK_CHECK_EVERY`], with or without traffic: the free disk space, the outbox's

