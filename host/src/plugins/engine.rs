@@ -58,11 +58,17 @@ impl PluginEngine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
         std::thread::Builder::new().name("edgepm-epoch".into()).spawn(move || {
+            // Ticks follow the clock, not the count of wake-ups: on a loaded machine a 1 ms sleep
+            // takes several, and counting wake-ups stretched a 50 ms deadline to 100 ms or more.
+            let start = std::time::Instant::now();
+            let mut ticked: u128 = 0;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+                let Some(engine) = ticking.upgrade() else { break };
+                let due = start.elapsed().as_micros() / EPOCH_TICK.as_micros();
+                while ticked < due {
+                    engine.increment_epoch();
+                    ticked += 1;
                 }
             }
         })?;
