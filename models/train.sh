@@ -13,6 +13,7 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s models/requirements.txt "$venv/.edgep
   "$venv/bin/pip" install -q -r models/requirements.txt
   cp models/requirements.txt "$venv/.edgepm-requirements"
 fi
+source scripts/lib/toolchain.sh
 cargo build --release --locked -p edgepm
 edgepm=${CARGO_TARGET_DIR:-target}/release/edgepm
 mkdir -p models/data

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 work=${2:-${CARGO_TARGET_DIR:-target}/demo}
+source scripts/lib/toolchain.sh
 cargo build --release --locked -p edgepm
 bin=${CARGO_TARGET_DIR:-target}/release/edgepm
 rm -rf "$work"

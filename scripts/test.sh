@@ -6,11 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 
-# The plugins are built for wasm32-wasip2 by host/build.rs; rust-toolchain.toml names the target,
-# this makes sure it is there even when rustup's auto-install is off.
-if command -v rustup >/dev/null; then
-  rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-fi
+source scripts/lib/toolchain.sh
 
 # The telemetry tests run a real MQTT broker and its command-line clients; the mTLS test makes
 # its certificates with openssl.

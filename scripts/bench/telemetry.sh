@@ -35,6 +35,7 @@ mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 if [ -n "${EDGEPM:-}" ]; then
   edgepm=$EDGEPM
 else
+  source scripts/lib/toolchain.sh
   cargo build --release --locked -p edgepm >&2
   edgepm="$target/release/edgepm"
 fi
