@@ -41,9 +41,9 @@ pub const DEFAULT_MODEL: &str = "default";
 /// Memory of all of a tenant's plugin instances together when `[limits]` sets none.
 pub const DEFAULT_TENANT_MEMORY_MIB: u64 = 128;
 /// Most readings per window when `[limits]` sets none.
-pub const DEFAULT_MAX_WINDOW: u32 = 10_000;
+pub const DEFAULT_MAX_WINDOW: u32 = edgepm_core::validate::DEFAULT_MAX_WINDOW;
 /// Most features a plugin may return when `[limits]` sets none.
-pub const DEFAULT_MAX_FEATURES: usize = 1024;
+pub const DEFAULT_MAX_FEATURES: usize = edgepm_core::validate::DEFAULT_MAX_FEATURES;
 /// Upper bounds that catch unit mistakes (a deadline in microseconds, a cap in bytes).
 const MAX_DEADLINE_MS: u64 = 10_000;
 const MAX_MEMORY_MIB: u64 = 4_096;
@@ -120,6 +120,13 @@ fn default_max_window() -> u32 {
 }
 fn default_max_features() -> usize {
     DEFAULT_MAX_FEATURES
+}
+
+impl Limits {
+    /// The bounds plugin outputs are checked against ([`edgepm_core::validate`]).
+    pub fn output(&self) -> edgepm_core::validate::Limits {
+        edgepm_core::validate::Limits { max_window: self.max_window, max_features: self.max_features }
+    }
 }
 
 impl Default for Limits {

@@ -18,12 +18,7 @@ pub const TENANT: &str = "default";
 /// The model the demo's tenant scores with: the XGBoost bearing model the training pipeline
 /// exported (`models/train.sh`), trained on the simulator's run-to-failure data. Its files are
 /// built into the binary so the demo needs neither a training step nor files next to it.
-pub const MODEL: &str = "bearing-xgb";
-const MODEL_FILES: [(&str, &[u8]); 3] = [
-    ("metadata.json", include_bytes!("../../models/bearing-xgb/metadata.json")),
-    ("model.json", include_bytes!("../../models/bearing-xgb/model.json")),
-    ("model.onnx", include_bytes!("../../models/bearing-xgb/model.onnx")),
-];
+pub const MODEL: &str = crate::tenants::BEARING_XGB.name;
 
 /// An MQTT broker inside this process, listening on `127.0.0.1:<port>`.
 pub struct EmbeddedBroker {
@@ -62,7 +57,7 @@ dynamic_filters = true
             }
         })?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_mqtt(port) {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the embedded MQTT broker did not start on port {port}"
@@ -75,6 +70,26 @@ dynamic_filters = true
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+}
+
+/// Whether an MQTT broker on `127.0.0.1:port` accepts a session: connects, waits for the
+/// CONNACK and disconnects cleanly. (A bare TCP probe would make rumqttd log an error for a
+/// connection that never sent CONNECT.)
+fn answers_mqtt(port: u16) -> bool {
+    let mut options = rumqttc::MqttOptions::new("edgepm-demo-probe", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 4);
+    for event in connection.iter() {
+        match event {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                let _ = client.disconnect();
+            }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Deploys the reference plugins as tenant [`TENANT`] (alert e-mails to a placeholder address,
@@ -103,15 +118,7 @@ pub fn prepare(data_dir: &Path) -> anyhow::Result<()> {
     if !models.join(crate::config::DEFAULT_MODEL).join("metadata.json").exists() {
         crate::model::baseline::write(&models, crate::config::DEFAULT_MODEL)?;
     }
-    let trained = models.join(MODEL);
-    if !trained.join("metadata.json").exists() {
-        std::fs::create_dir_all(&trained).with_context(|| format!("creating {}", trained.display()))?;
-        for (name, bytes) in MODEL_FILES {
-            let path = trained.join(name);
-            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        }
-    }
-    Ok(())
+    crate::tenants::write_model_if_missing(&crate::tenants::BEARING_XGB, &models)
 }
 
 /// What to simulate.

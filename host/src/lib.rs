@@ -5,7 +5,8 @@
 //! alerts) — with the host owning all state. Module map:
 //!
 //! - [`config`]: `tenant.toml`, validated, with documented defaults.
-//! - [`types`]: the host's domain types (windows, features, scores, decisions).
+//! - [`types`]: the domain types (readings, windows, features, scores, decisions), from
+//!   `edgepm-core` (`core/`), the bottom layer, with telemetry decoding and the output checks.
 //! - [`ingest`]: telemetry in — decoding with limits, the MQTT sessions (QoS 1, acknowledged
 //!   after commit), batches of messages into the store and through the plugins.
 //! - [`windows`]: per-device window assembly (size, hop, duplicates, late readings).
@@ -19,6 +20,7 @@
 //! - [`sim`]: simulated motors with bearing wear (`edgepm simulate`, the demo, training data).
 //! - [`demo`]: `edgepm demo`, everything on one machine with an embedded broker.
 //! - [`replay`]: CSV rows through a tenant's pipeline (`edgepm replay`).
+//! - [`tenants`]: the tenants shipped in the binary (`edgepm tenant deploy`).
 //! - [`dataset`]: labelled training windows from the simulator's physics (`edgepm dataset`).
 //! - [`pipeline`]: one window through the three stages.
 //! - [`metrics`]: Prometheus metrics.
@@ -43,6 +45,7 @@ pub mod replay;
 pub mod service;
 pub mod sim;
 pub mod store;
-pub mod types;
+pub mod tenants;
+pub use edgepm_core::types;
 pub mod windows;
 pub mod worker;

@@ -115,6 +115,10 @@ pub struct TelemetryMetrics {
     predictions: Family<TenantLabels, Counter>,
     alerts: Family<TenantLabels, Counter>,
     window_errors: Family<TenantLabels, Counter>,
+    windows_deferred: Family<TenantLabels, Counter>,
+    windows_shed: Family<TenantLabels, Counter>,
+    /// Deferred windows waiting for a batch with budget left (all tenants).
+    pub windows_waiting: Gauge,
     /// Messages waiting in the outbox.
     pub outbox_depth: Gauge,
     delivered: Family<SinkLabels, Counter>,
@@ -167,6 +171,9 @@ impl TelemetryMetrics {
             predictions: Family::default(),
             alerts: Family::default(),
             window_errors: Family::default(),
+            windows_deferred: Family::default(),
+            windows_shed: Family::default(),
+            windows_waiting: Gauge::default(),
             outbox_depth: Gauge::default(),
             delivered: Family::default(),
             delivery_failures: Family::default(),
@@ -199,6 +206,21 @@ impl TelemetryMetrics {
         r.register("edgepm_predictions", "Predictions stored, by tenant", self.predictions.clone());
         r.register("edgepm_alerts", "Alerts raised, by tenant", self.alerts.clone());
         r.register("edgepm_window_errors", "Windows a plugin failed on", self.window_errors.clone());
+        r.register(
+            "edgepm_windows_deferred",
+            "Windows whose tenant had used its plugin time budget of the batch, run in a later one, by tenant",
+            self.windows_deferred.clone(),
+        );
+        r.register(
+            "edgepm_windows_shed",
+            "Deferred windows dropped unscored because the tenant had max_deferred waiting, by tenant",
+            self.windows_shed.clone(),
+        );
+        r.register(
+            "edgepm_windows_waiting",
+            "Deferred windows waiting for their tenant's next budget",
+            self.windows_waiting.clone(),
+        );
         r.register("edgepm_outbox_depth", "Messages waiting in the outbox", self.outbox_depth.clone());
         r.register("edgepm_outbox_delivered", "Outbox messages delivered, by sink", self.delivered.clone());
         r.register(
@@ -261,6 +283,12 @@ impl TelemetryMetrics {
     }
     pub fn window_errors(&self, tenant: &str) -> Counter {
         self.window_errors.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn windows_deferred(&self, tenant: &str) -> Counter {
+        self.windows_deferred.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
+    }
+    pub fn windows_shed(&self, tenant: &str) -> Counter {
+        self.windows_shed.get_or_create(&TenantLabels { tenant: tenant.to_string() }).clone()
     }
     pub fn delivered(&self, sink: &'static str) -> Counter {
         self.delivered.get_or_create(&SinkLabels { sink }).clone()

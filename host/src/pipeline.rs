@@ -9,8 +9,10 @@ use crate::model::Prefetched;
 use crate::plugins::{CallError, PluginHost, TenantPipeline};
 use crate::types::{Decision, Features, Score, Stage, Window};
 use serde::Serialize;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Everything one window produced.
 #[derive(Debug, Clone, Serialize)]
@@ -31,11 +33,18 @@ pub enum PipelineError {
     UnknownTenant(String),
     #[error("tenant {tenant}: {stage} plugin {version} {error}")]
     Stage { tenant: String, stage: Stage, version: String, error: CallError },
+    /// Not run: the tenant's plugins used its time budget of this group (see
+    /// [`process_windows`]). The caller runs the window in a later group.
+    #[error("tenant {0:?} used its time budget of this batch; the window waits for the next")]
+    OverBudget(String),
 }
 
 /// Runs `window` through its tenant's current plugins.
 pub fn process_window(host: &PluginHost, window: Window) -> Result<WindowOutcome, PipelineError> {
-    process_windows(host, vec![window]).next().unwrap_or_else(|| unreachable!("one outcome per window")).1
+    process_windows(host, vec![window], None)
+        .next()
+        .unwrap_or_else(|| unreachable!("one outcome per window"))
+        .1
 }
 
 /// Which window an outcome of [`process_windows`] is for — also when it failed.
@@ -81,17 +90,27 @@ struct Pending {
 /// answered from the batch when it asks for exactly that — and the policy, whose history
 /// includes the windows before it and not those after.
 ///
+/// With a `budget`, a tenant whose plugin calls (and batched model call) in this group took that
+/// long in total runs no further window of the group: each of the rest comes back as
+/// [`PipelineError::OverBudget`], for the caller to run later. The first window of a tenant
+/// always runs, so every tenant progresses, and the windows left are always the last ones of
+/// their tenant (the budget, once used, stays used). This is what keeps a slow tenant's plugins
+/// from holding up the windows of the others without bound: they wait at most the budget plus
+/// one window's calls (each bounded by its deadline).
+///
 /// The outcomes come lazily: the caller stores each before the next window's policy runs (the
 /// policy's `last-alert-ms` must see the alert of the window before it).
 pub fn process_windows(
     host: &PluginHost,
     windows: Vec<Window>,
+    budget: Option<Duration>,
 ) -> impl Iterator<Item = (WindowId, Result<WindowOutcome, PipelineError>)> + '_ {
     let mut snapshots: HashMap<String, Arc<TenantPipeline>> = HashMap::new();
     let mut pending = Vec::with_capacity(windows.len());
     // Tenants one of whose calls trapped in this group: a quarantine may have replaced a version,
     // and their later windows take the replacement (see `newer`).
     let trapped = Trapped::default();
+    let spent = Spent { budget, used: RefCell::default() };
     for window in windows {
         let pipeline = match snapshots.get(&window.tenant) {
             Some(p) => Some(p.clone()),
@@ -102,8 +121,9 @@ pub fn process_windows(
         let id = WindowId::of(&window);
         let features = match pipeline {
             None => Err(PipelineError::UnknownTenant(id.tenant.clone())),
+            Some(_) if spent.exhausted(&id.tenant) => Err(PipelineError::OverBudget(id.tenant.clone())),
             Some(p) => {
-                let features = run(host, &p, Stage::Preprocess, &trapped, |s| s.features(window));
+                let features = run(host, &p, Stage::Preprocess, &trapped, &spent, |s| s.features(window));
                 if features.is_err()
                     && trapped.has(&p.name)
                     && let Some(n) = host.tenant(&p.name).filter(|n| !Arc::ptr_eq(n, &p))
@@ -116,15 +136,44 @@ pub fn process_windows(
         pending.push(Pending { id, features, prefetched: None });
     }
     for pipeline in snapshots.values() {
+        let started = Instant::now();
         prefetch(host, pipeline, &mut pending);
+        spent.add(&pipeline.name, started.elapsed());
     }
     pending.into_iter().map(move |w| {
         let outcome = w.features.and_then(|(p, features)| {
+            if spent.exhausted(&p.name) {
+                return Err(PipelineError::OverBudget(p.name.clone()));
+            }
             let p = newer(host, &trapped, p);
-            finish(host, &p, &w.id, features, w.prefetched, &trapped)
+            finish(host, &p, &w.id, features, w.prefetched, &trapped, &spent)
         });
         (w.id, outcome)
     })
+}
+
+/// Plugin time each tenant used in the current group, against the group's budget.
+struct Spent {
+    budget: Option<Duration>,
+    used: RefCell<HashMap<String, Duration>>,
+}
+
+impl Spent {
+    fn add(&self, tenant: &str, d: Duration) {
+        if self.budget.is_none() {
+            return;
+        }
+        let mut used = self.used.borrow_mut();
+        match used.get_mut(tenant) {
+            Some(t) => *t += d,
+            None => {
+                used.insert(tenant.to_string(), d);
+            }
+        }
+    }
+    fn exhausted(&self, tenant: &str) -> bool {
+        self.budget.is_some_and(|b| self.used.borrow().get(tenant).is_some_and(|&t| t >= b))
+    }
 }
 
 /// Tenants with a trap (or a blocked call, or an invalid output) in the current group.
@@ -206,11 +255,13 @@ fn finish(
     features: Features,
     prefetched: Option<Prefetched>,
     trapped: &Trapped,
+    spent: &Spent,
 ) -> Result<WindowOutcome, PipelineError> {
     let (tenant, device, end_ms) = (id.tenant.clone(), id.device.clone(), id.end_ms);
     host.history().record_features(&tenant, &device, end_ms, &features);
-    let score = run(host, p, Stage::Score, trapped, |s| s.score(&features, prefetched))?;
-    let decision = run(host, p, Stage::Policy, trapped, |s| s.decide(&device, end_ms, &features, &score))?;
+    let score = run(host, p, Stage::Score, trapped, spent, |s| s.score(&features, prefetched))?;
+    let decision =
+        run(host, p, Stage::Policy, trapped, spent, |s| s.decide(&device, end_ms, &features, &score))?;
     if !decision.alerts.is_empty() {
         host.history().record_alert(&tenant, &device, end_ms);
     }
@@ -223,12 +274,16 @@ fn run<R>(
     pipeline: &TenantPipeline,
     stage: Stage,
     trapped: &Trapped,
+    spent: &Spent,
     call: impl FnOnce(&crate::plugins::StagePlugin) -> Result<R, CallError>,
 ) -> Result<R, PipelineError> {
     let plugin = pipeline.stage(stage);
     let _span =
         tracing::trace_span!("plugin", tenant = %pipeline.name, %stage, version = plugin.version()).entered();
-    call(plugin).map_err(|error| {
+    let started = Instant::now();
+    let result = call(plugin);
+    spent.add(&pipeline.name, started.elapsed());
+    result.map_err(|error| {
         if error.is_trap() {
             trapped.add(&pipeline.name);
             host.report_trap(pipeline, stage);

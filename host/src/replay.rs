@@ -11,10 +11,10 @@
 //! row, so they cannot influence a prediction. Rows are timestamped by the time column when there
 //! is one (epoch ms or RFC 3339), else one second apart in file order.
 
-use crate::ingest::{Reading, Samples};
 use crate::pipeline::process_windows;
 use crate::plugins::PluginHost;
 use crate::types::Window;
+use crate::types::{Reading, Samples};
 use crate::windows::{DeviceWindows, Pushed};
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -79,9 +79,15 @@ pub fn replay(
     input: impl Read,
     output: impl Write,
 ) -> anyhow::Result<ReplaySummary> {
-    let pipeline = host
-        .tenant(&opts.tenant)
-        .with_context(|| format!("no tenant {:?} in the plugins folder", opts.tenant))?;
+    let pipeline = host.tenant(&opts.tenant).with_context(|| {
+        let shipped = crate::tenants::SHIPPED.iter().any(|t| t.name == opts.tenant);
+        let hint = if shipped {
+            format!(" (deploy the shipped one: edgepm tenant deploy {})", opts.tenant)
+        } else {
+            String::new()
+        };
+        format!("no tenant {:?} in the plugins folder{hint}", opts.tenant)
+    })?;
     let size = pipeline.window_size.max(1) as usize;
     // The same window hop as `edgepm run` with a default configuration.
     let hop = pipeline.config.hop.unwrap_or(crate::windows::DEFAULT_HOP).max(1) as usize;
@@ -184,7 +190,7 @@ fn score(
     summary: &mut ReplaySummary,
 ) -> anyhow::Result<()> {
     let (rows, windows): (Vec<String>, Vec<Window>) = ready.into_iter().unzip();
-    for (row, (window, outcome)) in rows.into_iter().zip(process_windows(host, windows)) {
+    for (row, (window, outcome)) in rows.into_iter().zip(process_windows(host, windows, None)) {
         match outcome {
             Ok(o) => {
                 summary.failures += o.decision.is_failure as u64;

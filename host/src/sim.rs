@@ -397,6 +397,8 @@ pub async fn publish(
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(_))) => acked_tx.send_modify(|n| *n += 1),
+                // Our own disconnect at the end: nothing to retry.
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "Simulator connection lost; retrying");

@@ -8,8 +8,8 @@
 //! the store with [`DeviceWindows::restore`], so redelivered readings do not produce a second
 //! window either.
 
-use crate::ingest::{Reading, Samples};
 use crate::types::{Channel, Window};
+use crate::types::{Reading, Samples};
 use std::collections::BTreeMap;
 
 /// Readings between two windows of a device when neither the host configuration nor the
@@ -101,53 +101,60 @@ impl DeviceWindows {
     /// The newest `size` readings as a window.
     fn assemble(&self) -> Window {
         let newest: Vec<&Reading> = self.readings.values().rev().take(self.size).rev().collect();
-        let first = newest[0];
-        let mut channels: Vec<Channel> = Vec::new();
-        let mut counts: Vec<Option<u32>> = Vec::new(); // per channel: samples per reading, None = varies
-        for r in &newest {
-            for (j, (name, samples)) in r.channels.iter().enumerate() {
-                // Readings of a device nearly always carry the same channels (sorted by name):
-                // look where the previous reading had this one first.
-                let found = if channels.get(j).is_some_and(|c| &c.name == name) {
-                    Some(j)
-                } else {
-                    channels.iter().position(|c| &c.name == name)
-                };
-                let i = match found {
-                    Some(i) => i,
-                    None => {
-                        channels.push(Channel {
-                            name: name.clone(),
-                            // Room for the whole window when every reading has this many samples.
-                            samples: Vec::with_capacity(newest.len() * samples_len(samples) as usize),
-                            samples_per_reading: 0,
-                        });
-                        counts.push(Some(samples_len(samples)));
-                        channels.len() - 1
-                    }
-                };
-                match samples {
-                    Samples::Scalar(x) => channels[i].samples.push(*x),
-                    Samples::Burst(xs) => channels[i].samples.extend_from_slice(xs),
+        assemble(&newest)
+    }
+}
+
+/// One device's readings (oldest first, at least one) as a window: the channels in the order
+/// they first appear, each reading's samples appended. The one assembly of windows, live
+/// ([`DeviceWindows::push`]) and for a window taken up again from the store (deferred windows).
+pub fn assemble(newest: &[&Reading]) -> Window {
+    let first = newest[0];
+    let mut channels: Vec<Channel> = Vec::new();
+    let mut counts: Vec<Option<u32>> = Vec::new(); // per channel: samples per reading, None = varies
+    for r in newest {
+        for (j, (name, samples)) in r.channels.iter().enumerate() {
+            // Readings of a device nearly always carry the same channels (sorted by name):
+            // look where the previous reading had this one first.
+            let found = if channels.get(j).is_some_and(|c| &c.name == name) {
+                Some(j)
+            } else {
+                channels.iter().position(|c| &c.name == name)
+            };
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    channels.push(Channel {
+                        name: name.clone(),
+                        // Room for the whole window when every reading has this many samples.
+                        samples: Vec::with_capacity(newest.len() * samples_len(samples) as usize),
+                        samples_per_reading: 0,
+                    });
+                    counts.push(Some(samples_len(samples)));
+                    channels.len() - 1
                 }
-                if counts[i] != Some(samples_len(samples)) {
-                    counts[i] = None;
-                }
+            };
+            match samples {
+                Samples::Scalar(x) => channels[i].samples.push(*x),
+                Samples::Burst(xs) => channels[i].samples.extend_from_slice(xs),
+            }
+            if counts[i] != Some(samples_len(samples)) {
+                counts[i] = None;
             }
         }
-        for (c, n) in channels.iter_mut().zip(counts) {
-            c.samples_per_reading = n.unwrap_or(0);
-        }
-        let last = newest[newest.len() - 1];
-        Window {
-            tenant: first.tenant.clone(),
-            device: first.device.clone(),
-            start_ms: first.ts_ms,
-            end_ms: last.ts_ms,
-            timestamps_ms: newest.iter().map(|r| r.ts_ms).collect(),
-            channels,
-            asset: Vec::new(),
-        }
+    }
+    for (c, n) in channels.iter_mut().zip(counts) {
+        c.samples_per_reading = n.unwrap_or(0);
+    }
+    let last = newest[newest.len() - 1];
+    Window {
+        tenant: first.tenant.clone(),
+        device: first.device.clone(),
+        start_ms: first.ts_ms,
+        end_ms: last.ts_ms,
+        timestamps_ms: newest.iter().map(|r| r.ts_ms).collect(),
+        channels,
+        asset: Vec::new(),
     }
 }
 

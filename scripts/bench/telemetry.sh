@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Telemetry throughput and latency through a real mosquitto on loopback, edgepm vs the seed-style
-# Python peer, with the workload and method of ../shared/bench/README.md:
+# Python peer (kept next to the repository, PEER_DIR), with the same workload and method:
 #   - drain: N canonical readings (64-sample burst) over DEVICES motors are queued by mosquitto for
 #     a persistent QoS 1 session, then the host starts and drains them; readings/s is measured
 #     from the first reading stored to the N-th (the readings table keeps each one's receive time);
@@ -20,7 +20,7 @@
 #                            the lockstep run is at RATE only
 #   EDGEPM=<binary>          benchmark this build instead of building target/release/edgepm
 #   LATENCY_FLOOR=<binary>   the latency floor client (default: built next to edgepm)
-#   PEER_DIR  the peer's folder (default ../shared/bench next to the repository); SKIP_PEER=1,
+#   PEER_DIR  the peer's folder (default: shared/bench beside the repository's folder); SKIP_PEER=1,
 #   SKIP_LATENCY=1 leave those runs out
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -41,6 +41,28 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The one HTTP start-up: binds `addr` and serves [`router`] on `runtime` until `shutdown`
+/// completes (or the runtime stops). Returns the address bound (port 0 picks a free one).
+pub fn start(
+    runtime: &tokio::runtime::Handle,
+    addr: std::net::SocketAddr,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context as _;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("binding the HTTP address {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics");
+    runtime.spawn(async move {
+        if let Err(e) = serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    Ok(local)
+}
+
 /// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,

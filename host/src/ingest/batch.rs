@@ -12,15 +12,15 @@
 use super::decode::{Limits, Reject, decode, decode_asset, parse_asset_topic};
 use crate::metrics::TelemetryMetrics;
 use crate::outbox::messages;
-use crate::pipeline::{WindowOutcome, process_windows};
+use crate::pipeline::{PipelineError, WindowOutcome, process_windows};
 use crate::plugins::PluginHost;
-use crate::store::{OutcomeRow, Sink, SqliteStore};
+use crate::store::{DeferredWindow, OutcomeRow, Sink, SqliteStore};
 use crate::types::Window;
 use crate::windows::{DeviceWindows, Pushed};
 use prometheus_client::metrics::counter::Counter;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// One received message.
@@ -61,6 +61,25 @@ pub const MAX_DEVICE_STATES: usize = 100_000;
 pub const DEVICE_IDLE_MS: i64 = 3_600_000;
 /// How often idle window states are looked for.
 const EVICT_EVERY_MS: i64 = 60_000;
+/// Deferred windows of one tenant taken up again per batch at most (each is assembled again
+/// from the store, so a long queue is not re-read whole every batch).
+const DEFERRED_PER_BATCH: usize = 256;
+
+/// How much plugin time a tenant gets per batch, and how many of its windows may wait for the
+/// next (`[windows] tenant_budget_ms`, `max_deferred`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowBudget {
+    /// `None`: every window of a batch runs in that batch, however long its tenant takes.
+    pub per_batch: Option<Duration>,
+    /// Deferred windows of one tenant kept at most; past it the oldest are shed (unscored,
+    /// logged and counted: `edgepm_windows_shed_total`).
+    pub max_deferred: usize,
+}
+
+impl WindowBudget {
+    /// No budget: what `edgepm replay` and the library's default use.
+    pub const UNLIMITED: WindowBudget = WindowBudget { per_batch: None, max_deferred: usize::MAX };
+}
 
 /// Turns batches of messages into stored readings, windows, predictions and outbox messages.
 pub struct Ingestor {
@@ -78,13 +97,17 @@ pub struct Ingestor {
     uncounted: Uncounted,
     /// When idle window states are looked for next.
     next_eviction_ms: i64,
+    budget: WindowBudget,
+    /// Windows waiting for their tenant's next budget, oldest first — what the store's
+    /// `deferred` table holds (`None`: to be read from it, at start and after a rollback).
+    deferred: Option<Vec<DeferredWindow>>,
 }
 
 /// Counts of the open transaction, added to the metrics after its commit.
 #[derive(Default)]
 struct Uncounted {
-    /// readings, predictions, alerts and window errors per tenant.
-    tenants: HashMap<String, [u64; 4]>,
+    /// readings, predictions, alerts, window errors, deferred and shed windows per tenant.
+    tenants: HashMap<String, [u64; 6]>,
     duplicates: u64,
     late: u64,
     parked: u64,
@@ -95,12 +118,16 @@ const READINGS: usize = 0;
 const PREDICTIONS: usize = 1;
 const ALERTS: usize = 2;
 const WINDOW_ERRORS: usize = 3;
+const DEFERRED: usize = 4;
+const SHED: usize = 5;
 
 struct TenantCounters {
     readings: Counter,
     predictions: Counter,
     alerts: Counter,
     window_errors: Counter,
+    deferred: Counter,
+    shed: Counter,
 }
 
 impl Ingestor {
@@ -117,7 +144,22 @@ impl Ingestor {
             counters: HashMap::new(),
             uncounted: Uncounted::default(),
             next_eviction_ms: 0,
+            budget: WindowBudget::UNLIMITED,
+            deferred: None,
         }
+    }
+
+    /// Gives each tenant `budget` of plugin time per batch (see [`process_windows`]): the
+    /// windows past it wait, in the store, for the next batch.
+    pub fn with_budget(mut self, budget: WindowBudget) -> Ingestor {
+        self.budget = budget;
+        self
+    }
+
+    /// Windows waiting for their tenant's next budget. While there are any, the caller should
+    /// run [`Ingestor::process`] soon, with or without messages.
+    pub fn deferred_waiting(&self) -> usize {
+        self.deferred.as_ref().map_or(0, Vec::len)
     }
 
     /// Window states kept (one per device heard from recently).
@@ -158,7 +200,7 @@ impl Ingestor {
         match self.uncounted.tenants.get_mut(tenant) {
             Some(c) => c[which] += n,
             None => {
-                let mut c = [0; 4];
+                let mut c = [0; 6];
                 c[which] = n;
                 self.uncounted.tenants.insert(tenant.to_string(), c);
             }
@@ -174,7 +216,10 @@ impl Ingestor {
             counters.predictions.inc_by(c[PREDICTIONS]);
             counters.alerts.inc_by(c[ALERTS]);
             counters.window_errors.inc_by(c[WINDOW_ERRORS]);
+            counters.deferred.inc_by(c[DEFERRED]);
+            counters.shed.inc_by(c[SHED]);
         }
+        self.metrics.windows_waiting.set(self.deferred_waiting() as i64);
         self.metrics.duplicates.inc_by(u.duplicates);
         self.metrics.late.inc_by(u.late);
         self.metrics.parked.inc_by(u.parked);
@@ -193,6 +238,8 @@ impl Ingestor {
                 predictions: m.predictions(tenant),
                 alerts: m.alerts(tenant),
                 window_errors: m.window_errors(tenant),
+                deferred: m.windows_deferred(tenant),
+                shed: m.windows_shed(tenant),
             };
             self.counters.insert(tenant.to_string(), c);
         }
@@ -262,6 +309,7 @@ impl Ingestor {
             self.devices.clear();
             self.assets.clear();
             self.uncounted = Uncounted::default();
+            self.deferred = None;
             return Err(e);
         }
         self.counted();
@@ -375,14 +423,76 @@ impl Ingestor {
     }
 
     /// Runs the windows the batch completed through their tenants' plugins together (windows
-    /// ready at once share one model call per tenant) and stores what they produced.
+    /// ready at once share one model call per tenant) and stores what they produced. Windows
+    /// deferred by earlier batches go first, each tenant's in order; a tenant's windows past its
+    /// budget are deferred to the next batch (kept in the store, so a restart runs them too).
     fn windows(&mut self, ready: Vec<Window>, now_ms: i64, report: &mut BatchReport) -> anyhow::Result<()> {
-        if ready.is_empty() {
+        let earlier = match self.deferred.take() {
+            Some(d) => d,
+            None => self.store.deferred_windows()?,
+        };
+        if ready.is_empty() && earlier.is_empty() {
+            self.deferred = Some(earlier);
             return Ok(());
+        }
+        let mut waiting = Vec::new();
+        let mut group = Vec::with_capacity(earlier.len().min(DEFERRED_PER_BATCH) + ready.len());
+        let mut origins: Vec<Option<DeferredWindow>> = Vec::with_capacity(group.capacity());
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        // Tenants with deferred windows left for a later batch: their new windows wait behind.
+        let mut behind: HashSet<String> = HashSet::new();
+        for d in earlier {
+            let n = taken.entry(d.tenant.clone()).or_default();
+            if *n >= DEFERRED_PER_BATCH {
+                behind.insert(d.tenant.clone());
+                waiting.push(d);
+                continue;
+            }
+            *n += 1;
+            let readings = self.store.window_readings(&d)?;
+            if readings.is_empty() {
+                warn!(tenant = %d.tenant, device = %d.device, end_ms = d.end_ms, "Deferred window dropped: its readings were purged");
+                self.store.delete_deferred(&[d.id])?;
+                continue;
+            }
+            let mut window = crate::windows::assemble(&readings.iter().collect::<Vec<_>>());
+            window.asset = self.asset(&d.tenant, &d.device)?;
+            group.push(window);
+            origins.push(Some(d));
+        }
+        for window in ready {
+            if behind.contains(&window.tenant) {
+                waiting.push(self.defer(
+                    &window.tenant,
+                    &window.device,
+                    window.start_ms,
+                    window.end_ms,
+                    now_ms,
+                )?);
+            } else {
+                group.push(window);
+                origins.push(None);
+            }
         }
         // Lazily: each outcome is stored before the next window's policy asks the history.
         let host = self.host.clone();
-        for (id, outcome) in process_windows(&host, ready) {
+        for ((id, outcome), origin) in process_windows(&host, group, self.budget.per_batch).zip(origins) {
+            let outcome = match (outcome, origin) {
+                (Err(PipelineError::OverBudget(_)), Some(d)) => {
+                    waiting.push(d);
+                    continue;
+                }
+                (Err(PipelineError::OverBudget(_)), None) => {
+                    waiting.push(self.defer(&id.tenant, &id.device, id.start_ms, id.end_ms, now_ms)?);
+                    continue;
+                }
+                (outcome, origin) => {
+                    if let Some(d) = origin {
+                        self.store.delete_deferred(&[d.id])?;
+                    }
+                    outcome
+                }
+            };
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
@@ -401,6 +511,69 @@ impl Ingestor {
             self.count(&id.tenant, PREDICTIONS, 1);
             self.count(&id.tenant, ALERTS, outcome.decision.alerts.len() as u64);
         }
+        // Ids follow the order windows were completed in: each tenant's stay in order.
+        waiting.sort_by_key(|d| d.id);
+        self.shed(&mut waiting)?;
+        self.deferred = Some(waiting);
+        Ok(())
+    }
+
+    /// Keeps a window for the tenant's next budget.
+    fn defer(
+        &mut self,
+        tenant: &str,
+        device: &str,
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<DeferredWindow> {
+        let id = self.store.defer_window(tenant, device, start_ms, end_ms, now_ms)?;
+        self.count(tenant, DEFERRED, 1);
+        Ok(DeferredWindow {
+            id,
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            start_ms,
+            end_ms,
+            deferred_ms: now_ms,
+        })
+    }
+
+    /// Drops the oldest deferred windows of each tenant beyond [`WindowBudget::max_deferred`]: a
+    /// tenant whose plugins cannot keep up with its devices loses windows of its own (their
+    /// readings stay stored), not the others' time. Logged and counted.
+    fn shed(&mut self, waiting: &mut Vec<DeferredWindow>) -> anyhow::Result<()> {
+        let max = self.budget.max_deferred;
+        if waiting.len() <= max {
+            return Ok(());
+        }
+        let mut per_tenant: HashMap<&str, usize> = HashMap::new();
+        for d in waiting.iter() {
+            *per_tenant.entry(&d.tenant).or_default() += 1;
+        }
+        let mut excess: HashMap<String, usize> =
+            per_tenant.into_iter().filter(|&(_, n)| n > max).map(|(t, n)| (t.to_string(), n - max)).collect();
+        if excess.is_empty() {
+            return Ok(());
+        }
+        let mut shed = Vec::new();
+        waiting.retain(|d| match excess.get_mut(&d.tenant) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                shed.push((d.id, d.tenant.clone()));
+                false
+            }
+            _ => true,
+        });
+        self.store.delete_deferred(&shed.iter().map(|s| s.0).collect::<Vec<_>>())?;
+        for (_, tenant) in &shed {
+            self.count(tenant, SHED, 1);
+        }
+        warn!(
+            windows = shed.len(),
+            max_deferred = max,
+            "Deferred windows shed: their tenants' plugins cannot keep up with their devices"
+        );
         Ok(())
     }
 

@@ -128,15 +128,24 @@ impl MqttConfig {
 
     /// Connection options for the session `client_id`.
     pub fn options(&self, client_id: &str, clean_session: bool) -> anyhow::Result<MqttOptions> {
-        let (tls, host, port) = parse_url(&self.url)?;
+        let BrokerUrl { tls, host, port, credentials } = parse_url(&self.url)?;
         let mut o = MqttOptions::new(client_id, host, port);
         o.set_keep_alive(Duration::from_secs(self.keep_alive_secs.max(5)))
             .set_clean_session(clean_session)
             .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes)
             .set_request_channel_capacity(65_536)
             .set_inflight(1000);
-        if let Some(user) = &self.username {
-            o.set_credentials(user, self.password.clone().unwrap_or_default());
+        match (&self.username, credentials) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("the MQTT url and [mqtt] username both name a user: keep one")
+            }
+            (Some(user), None) => {
+                o.set_credentials(user, self.password.clone().unwrap_or_default());
+            }
+            (None, Some((user, password))) => {
+                o.set_credentials(user, password);
+            }
+            (None, None) => {}
         }
         match (tls, &self.tls) {
             (false, None) => {}
@@ -163,26 +172,49 @@ pub fn client(options: MqttOptions, cap: usize) -> (AsyncClient, EventLoop) {
     (client, eventloop)
 }
 
-/// `(tls, host, port)` of `mqtt://host[:port]` / `mqtts://host[:port]` (also `tcp://`, `ssl://`).
-pub fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .with_context(|| format!("MQTT url {url:?} needs a scheme (mqtt:// or mqtts://)"))?;
-    let tls = match scheme {
+/// A broker address: `mqtt://[user[:password]@]host[:port]` or `mqtts://...` (also `tcp://`,
+/// `ssl://`, `tls://`); the host may be a name, an IPv4 address or a bracketed IPv6 address.
+/// Parsed by the `url` crate (percent-decoding included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// From the URL's user information, if any.
+    pub credentials: Option<(String, String)>,
+}
+
+pub fn parse_url(text: &str) -> anyhow::Result<BrokerUrl> {
+    anyhow::ensure!(text.contains("://"), "MQTT url {text:?} needs a scheme (mqtt:// or mqtts://)");
+    let url = url::Url::parse(text).with_context(|| format!("MQTT url {text:?}"))?;
+    let tls = match url.scheme() {
         "mqtt" | "tcp" => false,
         "mqtts" | "ssl" | "tls" => true,
-        other => anyhow::bail!("MQTT url {url:?}: unknown scheme {other:?} (mqtt or mqtts)"),
+        other => anyhow::bail!("MQTT url {text:?}: unknown scheme {other:?} (mqtt or mqtts)"),
     };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h.to_string(), p.parse::<u16>().with_context(|| format!("MQTT url {url:?}: bad port {p:?}"))?)
-        }
-        _ => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    anyhow::ensure!(
+        matches!(url.path(), "" | "/") && url.query().is_none() && url.fragment().is_none(),
+        "MQTT url {text:?}: a broker address has no path, query or fragment"
+    );
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => anyhow::bail!("MQTT url {text:?} has no host"),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    anyhow::ensure!(!host.is_empty(), "MQTT url {url:?} has no host");
-    Ok((tls, host, port))
+    anyhow::ensure!(!host.is_empty(), "MQTT url {text:?} has no host");
+    let decode = |s: &str| -> anyhow::Result<String> {
+        Ok(percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .with_context(|| format!("MQTT url {text:?}: user information is not UTF-8"))?
+            .into_owned())
+    };
+    let credentials = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        Some((decode(url.username())?, decode(url.password().unwrap_or_default())?))
+    };
+    Ok(BrokerUrl { tls, host, port: url.port().unwrap_or(if tls { 8883 } else { 1883 }), credentials })
 }
 
 /// A rustls client configuration (ring provider) trusting `files.ca_file` (or, without files,
@@ -435,9 +467,18 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("mqtt://127.0.0.1:1884").unwrap(), (false, "127.0.0.1".into(), 1884));
-        assert_eq!(parse_url("mqtts://abc-ats.iot.eu-west-1.amazonaws.com").unwrap().2, 8883);
-        assert_eq!(parse_url("mqtt://[::1]:1883").unwrap(), (false, "::1".into(), 1883));
+        let hp = |u: &str| parse_url(u).map(|b| (b.tls, b.host, b.port)).unwrap();
+        assert_eq!(hp("mqtt://127.0.0.1:1884"), (false, "127.0.0.1".into(), 1884));
+        assert_eq!(hp("mqtts://abc-ats.iot.eu-west-1.amazonaws.com").2, 8883);
+        assert_eq!(hp("mqtt://[::1]:1883"), (false, "::1".into(), 1883));
+        assert_eq!(hp("mqtt://[::1]"), (false, "::1".into(), 1883), "IPv6 without a port");
+        assert_eq!(hp("mqtts://[fe80::1]/"), (true, "fe80::1".into(), 8883));
+        let b = parse_url("mqtt://edge%40plant:p%3Ass@broker.local").unwrap();
+        assert_eq!(b.credentials, Some(("edge@plant".into(), "p:ss".into())));
+        assert_eq!(parse_url("mqtt://u@h").unwrap().credentials, Some(("u".into(), String::new())));
+        assert_eq!(parse_url("mqtt://h").unwrap().credentials, None);
+        assert!(parse_url("mqtt://h/topic").is_err());
+        assert!(parse_url("mqtt://:1883").is_err());
         assert!(parse_url("127.0.0.1:1883").is_err());
         assert!(parse_url("http://x").is_err());
         assert!(parse_url("mqtt://x:port").is_err());

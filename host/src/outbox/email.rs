@@ -16,7 +16,9 @@ const MAX_LINE: usize = 900;
 /// A rendered alert e-mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
-    /// `<ts_ms>-<tenant>-<device>-<index>.eml`: unique per alert, so a retry rewrites the same file.
+    /// `<ts_ms>+<tenant>+<device>+<index>.eml`: unique per alert, so a retry rewrites the same
+    /// file. `+` is in neither a tenant nor a device name (`-` is in both: `a`/`b-c` and `a-b`/`c`
+    /// must not share a file).
     pub file_name: String,
     pub message: String,
 }
@@ -68,7 +70,7 @@ pub fn render(o: &WindowOutcome, index: usize, alert: &Alert, to: &[String], now
             m.push_str("\r\n");
         }
     }
-    let file_name = format!("{}-{}-{}-{}.eml", o.end_ms, o.tenant, o.device, index);
+    let file_name = format!("{}+{}+{}+{}.eml", o.end_ms, o.tenant, o.device, index);
     Email { file_name, message: m }
 }
 
@@ -138,6 +140,24 @@ mod tests {
         assert!(e.split("\r\n ").all(|w| w.len() <= 75), "{e}");
         assert_eq!(decode_subject(&e), s);
         assert_eq!(encode_subject("plain"), "plain");
+    }
+
+    #[test]
+    fn file_names_of_tenants_and_devices_that_share_a_prefix_do_not_collide() {
+        let outcome = |tenant: &str, device: &str| WindowOutcome {
+            tenant: tenant.into(),
+            device: device.into(),
+            end_ms: 1_743_849_000_000,
+            features: Default::default(),
+            score: crate::types::Score { probability: 0.9, model: "m".into(), contributions: vec![] },
+            decision: crate::types::Decision { is_failure: true, alerts: vec![] },
+            versions: Default::default(),
+        };
+        let alert = Alert { severity: Severity::Critical, subject: "s".into(), body: "b".into() };
+        let a = render(&outcome("a", "b-c"), 0, &alert, &[], 0);
+        let b = render(&outcome("a-b", "c"), 0, &alert, &[], 0);
+        assert_ne!(a.file_name, b.file_name);
+        assert_eq!(a.file_name, "1743849000000+a+b-c+0.eml");
     }
 
     #[test]

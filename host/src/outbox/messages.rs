@@ -1,4 +1,4 @@
-//! The JSON messages the host publishes (DESIGN.md, "Wire formats"). Devices, dashboards and
+//! The JSON messages the host publishes (`docs/operations.md`, "Topics and payloads"). Devices, dashboards and
 //! other tools parse these: fields are only ever added.
 
 use crate::ingest::Reject;

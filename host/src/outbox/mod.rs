@@ -266,12 +266,15 @@ impl Dispatcher {
         full && progressed
     }
 
+    /// Writes alert e-mail files durably: each under a temporary name, synced, renamed into
+    /// place; then the folder is synced, and only then do the files count as delivered (a power
+    /// cut cannot lose a file whose outbox row is gone).
     fn deliver_files(&mut self, items: &[OutboxItem], now: i64) -> bool {
         let mut delivered = Vec::new();
         for item in items {
             let path = self.paths.email_dir.join(&item.target);
             let tmp = self.paths.email_dir.join(format!(".{}.tmp", item.target));
-            match std::fs::write(&tmp, &item.payload).and_then(|()| std::fs::rename(&tmp, &path)) {
+            match write_synced(&tmp, &item.payload).and_then(|()| std::fs::rename(&tmp, &path)) {
                 Ok(()) => delivered.push(item.id),
                 Err(e) => {
                     self.metrics.delivery_failures(Sink::Email.as_str()).inc();
@@ -285,6 +288,16 @@ impl Dispatcher {
                     self.failed(std::iter::once(item), &e.to_string(), now);
                 }
             }
+        }
+        if !delivered.is_empty()
+            && let Err(e) = std::fs::File::open(&self.paths.email_dir).and_then(|d| d.sync_all())
+        {
+            // The files are in place but perhaps not on disk: written again on the retry.
+            warn!(folder = %self.paths.email_dir.display(), error = %e, "Syncing the alert e-mail folder failed; will retry");
+            self.metrics.delivery_failures(Sink::Email.as_str()).inc();
+            let written: Vec<&OutboxItem> = items.iter().filter(|i| delivered.contains(&i.id)).collect();
+            self.failed(written.into_iter(), &e.to_string(), now);
+            return false;
         }
         self.metrics.delivered(Sink::Email.as_str()).inc_by(delivered.len() as u64);
         self.done(&delivered);
@@ -446,6 +459,13 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it to disk.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]

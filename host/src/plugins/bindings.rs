@@ -95,7 +95,7 @@ impl model_if::Host for StoreState {
         }
         let model = self.ctx.models.get(name).map_err(|e| e.to_string())?;
         let features = types::Features::from(features);
-        if let Err(e) = super::validate::features(&features, &config.limits) {
+        if let Err(e) = super::validate::features(&features, &config.limits.output()) {
             self.violation.get_or_insert_with(|| format!("predict: {e}"));
             return Err(e);
         }

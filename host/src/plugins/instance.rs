@@ -197,7 +197,7 @@ impl StagePlugin {
 
     /// `window-size` of a preprocessor, within `[limits] max_window`.
     pub fn window_size(&self) -> Result<u32, CallError> {
-        let limits = self.limits;
+        let limits = self.limits.output();
         self.call(
             None,
             |store, b| match b {
@@ -219,7 +219,7 @@ impl StagePlugin {
                 Bindings::Preprocessor(p) => p.call_features(store, &w).map(|r| r.map(Into::into)),
                 _ => Ok(Err(wrong_stage(Stage::Preprocess))),
             },
-            |f| validate::features(f, &self.limits),
+            |f| validate::features(f, &self.limits.output()),
         )
     }
 
@@ -242,7 +242,7 @@ impl StagePlugin {
                 }
                 _ => Ok(Err(wrong_stage(Stage::Score))),
             },
-            |s| validate::score(s, &self.limits),
+            |s| validate::score(s, &self.limits.output()),
         )
     }
 

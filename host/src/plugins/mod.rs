@@ -3,7 +3,8 @@
 //! - `engine.rs`: the wasmtime engine, epoch clock, linkers, compile cache.
 //! - `bindings.rs`: generated bindings (kept inside this module) and the host imports.
 //! - `instance.rs`: calls under a deadline and a memory cap; warm instances; failure kinds.
-//! - `validate.rs`: every value a plugin returns, checked before the host uses it.
+//! - [`validate`] (from `edgepm-core`): every value a plugin returns, checked before the host
+//!   uses it.
 //! - `registry.rs`: tenants, their current plugin versions, reload, rejection, quarantine.
 //! - `watcher.rs`: watches the plugins folder and triggers reloads off the hot path.
 //! - `check.rs`: `edgepm plugin check`.
@@ -18,8 +19,12 @@ pub mod check;
 mod engine;
 mod instance;
 mod registry;
-pub mod validate;
 mod watcher;
+
+/// The checks live in `edgepm-core` (no I/O, fuzzed on its own).
+pub mod validate {
+    pub use edgepm_core::validate::*;
+}
 
 pub use engine::{EPOCH_TICK, PluginEngine};
 pub use instance::{CallContext, RECYCLE_AFTER_CALLS, StagePlugin, TRAP_SPAN_CALLS};

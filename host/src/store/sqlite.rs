@@ -20,8 +20,8 @@
 //! features of the window being processed.
 
 use super::History;
-use crate::ingest::{Reading, Samples};
 use crate::types::{Alert, Features, Severity};
+use crate::types::{Reading, Samples};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS parked (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, topic TEXT NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS parked_by_tenant ON parked (tenant, id);
+CREATE TABLE IF NOT EXISTS deferred (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, device TEXT NOT NULL,
+    start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, deferred_ms INTEGER NOT NULL);
 ";
 
 /// How hard a commit waits for the disk (SQLite `PRAGMA synchronous` in WAL mode).
@@ -155,6 +158,20 @@ pub struct OutboxItem {
     pub payload: Vec<u8>,
     /// Failed delivery attempts since this process read it.
     pub attempts: u32,
+}
+
+/// A window whose tenant had used its time budget of the batch that completed it: its plugins
+/// run in a later batch (see `ingest::batch`). The readings are in the store; the window is
+/// assembled again from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredWindow {
+    pub id: i64,
+    pub tenant: String,
+    pub device: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// When it was deferred (host clock): readings received later are not part of it.
+    pub deferred_ms: i64,
 }
 
 /// A prediction row as the store keeps it.
@@ -357,23 +374,7 @@ impl SqliteStore {
             "SELECT ts_ms, seq, channels FROM readings WHERE tenant = ?1 AND device = ?2
              ORDER BY ts_ms DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![tenant, device, n as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, Vec<u8>>(2)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (ts_ms, seq, channels) = row?;
-            match decode_channels(&channels) {
-                Some(channels) => out.push(Reading {
-                    tenant: tenant.to_string(),
-                    device: device.to_string(),
-                    ts_ms,
-                    seq,
-                    channels,
-                }),
-                None => warn!(tenant, device, ts_ms, "Stored reading has unreadable channels; skipped"),
-            }
-        }
+        let mut out = readings_of(tenant, device, stmt.query(params![tenant, device, n as i64])?)?;
         out.reverse();
         Ok(out)
     }
@@ -659,6 +660,69 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Keeps a window for a later batch (inside the transaction that recorded it). Returns its id.
+    pub fn defer_window(
+        &self,
+        tenant: &str,
+        device: &str,
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> rusqlite::Result<i64> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO deferred (tenant, device, start_ms, end_ms, deferred_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![tenant, device, start_ms, end_ms, now_ms])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Every deferred window, oldest first.
+    pub fn deferred_windows(&self) -> rusqlite::Result<Vec<DeferredWindow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant, device, start_ms, end_ms, deferred_ms FROM deferred ORDER BY id",
+        )?;
+        stmt.query_map([], |r| {
+            Ok(DeferredWindow {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                device: r.get(2)?,
+                start_ms: r.get(3)?,
+                end_ms: r.get(4)?,
+                deferred_ms: r.get(5)?,
+            })
+        })?
+        .collect()
+    }
+
+    /// Deletes deferred windows that ran or were shed (inside the transaction that did so).
+    pub fn delete_deferred(&self, ids: &[i64]) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("DELETE FROM deferred WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
+    }
+
+    /// The readings of a deferred window, oldest first: those of its device from `start_ms` to
+    /// `end_ms` received by the time it was deferred (a late reading received after it is not
+    /// part of it, as it was not part of the window when it was completed).
+    pub fn window_readings(&self, w: &DeferredWindow) -> rusqlite::Result<Vec<Reading>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT ts_ms, seq, channels FROM readings
+             WHERE tenant = ?1 AND device = ?2 AND ts_ms BETWEEN ?3 AND ?4 AND received_ms <= ?5
+             ORDER BY ts_ms",
+        )?;
+        readings_of(
+            &w.tenant,
+            &w.device,
+            stmt.query(params![w.tenant, w.device, w.start_ms, w.end_ms, w.deferred_ms])?,
+        )
+    }
+
     /// Keeps the outbox within its bounds: drops messages created before `oldest_ms` (if set),
     /// then the oldest beyond `max_rows`. Returns (dropped for age, dropped for rows). The only
     /// way undelivered messages are ever dropped — the caller counts and logs it.
@@ -690,6 +754,8 @@ impl SqliteStore {
         let tx = conn.transaction()?;
         let mut n = 0;
         n += tx.execute("DELETE FROM parked WHERE received_ms < ?1", [before_ms])? as u64;
+        // Their readings go now: such a window could not be assembled again.
+        n += tx.execute("DELETE FROM deferred WHERE start_ms < ?1", [before_ms])? as u64;
         for table in ["readings", "features", "predictions", "alerts"] {
             n += tx.execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [before_ms])? as u64;
         }
@@ -877,6 +943,26 @@ fn severity_str(s: Severity) -> &'static str {
         Severity::Warning => "warning",
         Severity::Critical => "critical",
     }
+}
+
+/// Readings of one device from rows of (ts_ms, seq, channels), in row order. A row whose
+/// channels cannot be decoded is skipped with a warning.
+fn readings_of(tenant: &str, device: &str, mut rows: rusqlite::Rows<'_>) -> rusqlite::Result<Vec<Reading>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (ts_ms, seq, channels): (i64, Option<i64>, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        match decode_channels(&channels) {
+            Some(channels) => out.push(Reading {
+                tenant: tenant.to_string(),
+                device: device.to_string(),
+                ts_ms,
+                seq,
+                channels,
+            }),
+            None => warn!(tenant, device, ts_ms, "Stored reading has unreadable channels; skipped"),
+        }
+    }
+    Ok(out)
 }
 
 /// Version byte of [`encode_channels`].

@@ -3,12 +3,12 @@
 //! and produce exactly what they produce one message at a time, cool-downs included.
 
 use crate::support::{self, Deployment};
-use edgepm::ingest::{Ingestor, Limits, Message};
+use edgepm::ingest::{Ingestor, Limits, Message, WindowBudget};
 use edgepm::metrics::Metrics;
 use edgepm::plugins::PluginHost;
 use edgepm::store::{Durability, SqliteStore};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `n` canonical telemetry messages of `device`, one a second, ending a minute ago.
 fn readings(device: &str, n: usize, wear: f32) -> Vec<Message> {
@@ -153,4 +153,132 @@ fn readings_of_a_tenant_not_deployed_yet_are_parked_and_replayed_once_it_is() {
         .expect("count");
     assert_eq!(stored, 40);
     assert!(predictions(&h.db).iter().any(|(d, ..)| d == "MTR-G"), "and scored");
+}
+
+/// Tenants `slow` (a valid policy that computes 20 ms per window) and `fast` on one store, with
+/// a plugin-time budget of 30 ms per tenant and batch: the slow tenant's windows run two a batch
+/// (one, should starting an instance take 10 ms).
+fn budgeted(db: &std::path::Path, d: &Deployment, max_deferred: usize) -> (Arc<PluginHost>, Ingestor) {
+    let store = Arc::new(SqliteStore::open(db, Durability::Normal).expect("store"));
+    let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
+    let budget = WindowBudget { per_batch: Some(Duration::from_millis(30)), max_deferred };
+    let ingestor = Ingestor::new(host.clone(), store, Limits::default(), 8).with_budget(budget);
+    (host, ingestor)
+}
+
+fn slow_and_fast() -> Deployment {
+    let d = Deployment::new();
+    d.add_tenant("slow", "hop = 8\n[settings]\nchaos = \"slow\"\nchaos_ms = 20\n");
+    d.deploy("slow", "policy.wasm", &support::wasm(support::CHAOS_POLICY));
+    d.add_tenant("fast", "hop = 8\n");
+    d
+}
+
+fn of_tenant(tenant: &str, messages: &[Message]) -> Vec<Message> {
+    let prefix = format!("edgepm/{tenant}/");
+    messages
+        .iter()
+        .map(|m| Message { topic: m.topic.replace("edgepm/acme/", &prefix), ..m.clone() })
+        .collect()
+}
+
+/// (tenant, device, window end, probability) of every stored prediction.
+fn scored(db: &std::path::Path) -> Vec<(String, String, i64, f64)> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut s = conn
+        .prepare("SELECT tenant, device, ts_ms, probability FROM predictions ORDER BY tenant, device, ts_ms")
+        .expect("query");
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn a_tenant_past_its_budget_waits_for_later_batches_and_loses_no_window_across_a_restart() {
+    let _timing = support::exclusive();
+    // 48 readings per device → windows at 32, 40 and 48: 6 windows per tenant in one batch.
+    let mut batch = Vec::new();
+    for tenant in ["slow", "fast"] {
+        batch.extend(of_tenant(tenant, &readings("MTR-1", 48, 3.0)));
+        batch.extend(of_tenant(tenant, &readings("MTR-2", 48, 0.0)));
+    }
+    let now = edgepm::outbox::now_ms();
+    let d = slow_and_fast();
+    let db = d.root.path().join("edgepm.db");
+    let (host, mut ingestor) = budgeted(&db, &d, 10_000);
+    let report = ingestor.process(&batch, &[], now).expect("batch");
+    // The slow tenant's policy used its budget after one or two windows; the fast one ran all
+    // six in the same batch.
+    assert_eq!(report.windows, 12);
+    let first = scored(&db);
+    assert_eq!(first.iter().filter(|p| p.0 == "fast").count(), 6);
+    let slow_done = first.iter().filter(|p| p.0 == "slow").count();
+    assert!((1..=2).contains(&slow_done), "{report:?}");
+    assert_eq!(ingestor.deferred_waiting(), 6 - slow_done);
+    let metrics = host.metrics().encode();
+    assert_eq!(metric(&metrics, "edgepm_windows_deferred_total", "slow"), (6 - slow_done) as f64);
+    assert_eq!(metric(&metrics, "edgepm_windows_deferred_total", "fast"), 0.0);
+    // A crash here: the deferred windows are in the store, and a new host runs them.
+    drop(ingestor);
+    let (_, mut ingestor) = budgeted(&db, &d, 10_000);
+    for _ in 0..10 {
+        ingestor.process(&[], &[], now).expect("batch of deferred windows");
+        if ingestor.deferred_waiting() == 0 {
+            break;
+        }
+    }
+    assert_eq!(ingestor.deferred_waiting(), 0);
+    // The same predictions as a host without a budget, each once.
+    let reference = slow_and_fast();
+    let reference_db = reference.root.path().join("edgepm.db");
+    let store = Arc::new(SqliteStore::open(&reference_db, Durability::Normal).expect("store"));
+    let rhost = PluginHost::open(reference.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
+    let mut unlimited = Ingestor::new(rhost, store, Limits::default(), 8);
+    unlimited.process(&batch, &[], now).expect("batch");
+    let (got, want) = (scored(&db), scored(&reference_db));
+    assert_eq!(got.len(), 12);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((&g.0, &g.1, g.2), (&w.0, &w.1, w.2));
+        assert!((g.3 - w.3).abs() < 1e-6, "{g:?} vs {w:?}");
+    }
+}
+
+#[test]
+fn a_tenant_that_cannot_keep_up_sheds_its_oldest_windows_counted() {
+    let _timing = support::exclusive();
+    let mut batch = of_tenant("slow", &readings("MTR-1", 48, 3.0));
+    batch.extend(of_tenant("slow", &readings("MTR-2", 48, 0.0)));
+    let d = slow_and_fast();
+    let db = d.root.path().join("edgepm.db");
+    let (host, mut ingestor) = budgeted(&db, &d, 1);
+    let now = edgepm::outbox::now_ms();
+    let report = ingestor.process(&batch, &[], now).expect("batch");
+    // One or two windows ran, one waits, the rest were shed.
+    let ran = report.predictions;
+    assert!((1..=2).contains(&ran), "{report:?}");
+    assert_eq!(ingestor.deferred_waiting(), 1);
+    let metrics = host.metrics().encode();
+    assert_eq!(metric(&metrics, "edgepm_windows_deferred_total", "slow"), (6 - ran) as f64);
+    assert_eq!(metric(&metrics, "edgepm_windows_shed_total", "slow"), (5 - ran) as f64);
+    ingestor.process(&[], &[], now).expect("batch");
+    assert_eq!(ingestor.deferred_waiting(), 0);
+    // The newest window survived (the shed are the oldest); the readings of all are stored.
+    let got = scored(&db);
+    assert_eq!(got.len() as u64, ran + 1, "{got:?}");
+    let newest = got.iter().map(|p| (p.1.clone(), p.2)).max_by_key(|p| p.1);
+    let last_end = batch.iter().filter_map(|m| json_ts(&m.payload)).max();
+    assert_eq!(newest.map(|p| p.1), last_end);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let readings: i64 = conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).expect("count");
+    assert_eq!(readings, 96);
+}
+
+fn metric(text: &str, name: &str, tenant: &str) -> f64 {
+    support::metric(text, name, &[("tenant", tenant)])
+}
+
+fn json_ts(payload: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(payload).ok()?["ts"].as_i64()
 }

@@ -5,7 +5,8 @@
 //! and the network, and returns what it got as an error), `sleep` (sleeps 20 s: a blocking WASI
 //! poll), `stdin` (reads standard input to its end), `socket` (tries to open a listening TCP
 //! socket and returns what happened as an error), `history` (asks about another device's
-//! history), `big-alert` (raises an alert with a 1 MiB body) or unset (behaves: failure above
+//! history), `big-alert` (raises an alert with a 1 MiB body), `slow` (computes for `chaos_ms`
+//! milliseconds, default 20, then behaves: slow but valid) or unset (behaves: failure above
 //! 0.5, no alerts);
 //! `chaos_device`, when set, limits the misbehaviour to that device, so the version passes the
 //! host's smoke call and misbehaves later on real windows.
@@ -49,6 +50,14 @@ mod component {
                 Some("history") if targeted => {
                     let other = edgepm_sdk::policy::history::last_alert_ms("SOMEONE-ELSE");
                     Ok(Decision { is_failure: other.is_some(), alerts: vec![] })
+                }
+                Some("slow") if targeted => {
+                    let ms = host::config("chaos_ms").and_then(|m| m.parse().ok()).unwrap_or(20);
+                    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                    while std::time::Instant::now() < until {
+                        std::hint::black_box(&device);
+                    }
+                    Ok(Decision { is_failure: s.probability > 0.5, alerts: vec![] })
                 }
                 Some("big-alert") if targeted => Ok(Decision {
                     is_failure: true,

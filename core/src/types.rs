@@ -1,8 +1,26 @@
-//! The host's own domain types. Generated binding types stay inside `plugins/`; everything else
-//! speaks these.
+//! The host's own domain types. Generated binding types stay inside the host's `plugins/`;
+//! everything else speaks these.
 
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde::{Deserialize, Serialize};
+
+/// The samples of one channel in one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Samples {
+    Scalar(f32),
+    Burst(Vec<f32>),
+}
+
+/// One decoded reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub tenant: String,
+    pub device: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts_ms: i64,
+    pub seq: Option<i64>,
+    /// Channels, sorted by name.
+    pub channels: Vec<(String, Samples)>,
+}
 
 /// One named signal of a window. See `wit/plugin.wit` (`channel`) for the layout of `samples`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,8 +143,12 @@ impl std::fmt::Display for Stage {
     }
 }
 
-impl EncodeLabelValue for Stage {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+#[cfg(feature = "prometheus")]
+impl prometheus_client::encoding::EncodeLabelValue for Stage {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.as_str())
     }
 }

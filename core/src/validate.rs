@@ -1,15 +1,34 @@
 //! What a plugin returns is untrusted: every value that crosses into the host is checked here,
-//! before anything else of the host sees it. A violation fails the call as
-//! [`CallError::InvalidOutput`](super::CallError::InvalidOutput), which counts towards quarantine
-//! like a trap: a plugin that returns garbage is as broken as one that crashes.
+//! before anything else of the host sees it. A violation fails the call as the host's
+//! `CallError::InvalidOutput`, which counts towards quarantine like a trap: a plugin that
+//! returns garbage is as broken as one that crashes.
 //!
 //! The checks are what the contract (`wit/plugin.wit`) promises the host and the outputs need:
 //! a probability the wire and the store can carry (finite, within [0, 1]), features whose names
 //! and values pair up, unique names, bounded sizes everywhere.
 
-use crate::config::Limits;
 use crate::types::{Decision, Features, Score};
 use std::collections::HashSet;
+
+/// Default largest `window-size` (readings the host keeps per device).
+pub const DEFAULT_MAX_WINDOW: u32 = 10_000;
+/// Default most features a preprocessor may return (and contributions a scorer).
+pub const DEFAULT_MAX_FEATURES: usize = 1024;
+
+/// The bounds of a tenant's `[limits]` (`tenant.toml`) that outputs are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `window-size` a preprocessor may return (`max_window`).
+    pub max_window: u32,
+    /// Most features a preprocessor may return, and contributions a scorer (`max_features`).
+    pub max_features: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_window: DEFAULT_MAX_WINDOW, max_features: DEFAULT_MAX_FEATURES }
+    }
+}
 
 /// Longest feature, model or contribution name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;

@@ -8,276 +8,22 @@
 //! outbox dispatcher runs on another thread with its own store connection.
 
 use crate::health::Part;
-use crate::ingest::mqtt::{
-    self, ASSET_TOPIC, Connection, Delivery, MqttConfig, ingest_session, publish_session,
-};
-use crate::ingest::{BatchReport, Ingestor, Limits};
+use crate::ingest::mqtt::{self, ASSET_TOPIC, Connection, Delivery, ingest_session, publish_session};
+use crate::ingest::{BatchReport, Ingestor};
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, MqttOut, Paths, Waker, now_ms};
 use crate::plugins::{HostOptions, PluginHost};
-use crate::store::{Counts, Durability, SqliteStore, StoreGone, WalSync};
+use crate::store::{Counts, SqliteStore, StoreGone, WalSync};
 use anyhow::Context as _;
 use rumqttc::{AsyncClient, QoS};
-use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// The host configuration (`edgepm run --config edgepm.toml`). Relative paths are relative to
-/// the file's folder. See `docs/operations.md` for every key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostConfig {
-    /// Store, logs and (by default) plugins, models and the compile cache live here.
-    pub data_dir: PathBuf,
-    /// Default `<data_dir>/plugins`.
-    #[serde(default)]
-    pub plugins_dir: Option<PathBuf>,
-    /// Default `<data_dir>/models`.
-    #[serde(default)]
-    pub models_dir: Option<PathBuf>,
-    pub mqtt: MqttConfig,
-    #[serde(default)]
-    pub windows: WindowsConfig,
-    #[serde(default)]
-    pub store: StoreConfig,
-    #[serde(default)]
-    pub limits: LimitsConfig,
-    #[serde(default)]
-    pub http: HttpConfig,
-    #[serde(default)]
-    pub logs: LogsConfig,
-    /// Watch the plugins folder and swap new versions in (default true).
-    #[serde(default = "yes")]
-    pub watch_plugins: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowsConfig {
-    /// Readings between two windows of a device (a tenant may override it), default 8.
-    #[serde(default = "default_hop")]
-    pub hop: u32,
-}
-
-impl Default for WindowsConfig {
-    fn default() -> Self {
-        WindowsConfig { hop: default_hop() }
-    }
-}
-
-fn default_hop() -> u32 {
-    crate::windows::DEFAULT_HOP
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `full` (default): a commit — and so an acknowledgement — survives a power cut;
-    /// `normal`: survives a killed process only.
-    #[serde(default)]
-    pub durability: Durability,
-    /// Readings, features, predictions and alerts older than this are deleted (default 30;
-    /// 0 keeps everything).
-    #[serde(default = "default_retention")]
-    pub retention_days: u32,
-    /// Most messages per transaction (default 2048).
-    #[serde(default = "default_batch")]
-    pub batch_max: usize,
-    /// Most messages waiting in the outbox (default 1,000,000); past it the oldest are dropped,
-    /// logged and counted (`edgepm_outbox_dropped_total{reason="rows"}`).
-    #[serde(default = "default_outbox_rows")]
-    pub outbox_max_rows: u64,
-    /// Messages older than this are dropped from the outbox, logged and counted (default 7;
-    /// 0 keeps them until delivered).
-    #[serde(default = "default_outbox_age")]
-    pub outbox_max_age_days: u32,
-}
-
-fn default_outbox_rows() -> u64 {
-    1_000_000
-}
-fn default_outbox_age() -> u32 {
-    7
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            durability: Durability::Full,
-            retention_days: default_retention(),
-            batch_max: default_batch(),
-            outbox_max_rows: default_outbox_rows(),
-            outbox_max_age_days: default_outbox_age(),
-        }
-    }
-}
-
-fn default_retention() -> u32 {
-    30
-}
-fn default_batch() -> usize {
-    2048
-}
-
-/// `[limits]`: what one telemetry message may hold (see [`Limits`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    #[serde(default = "d_payload")]
-    pub max_payload_bytes: usize,
-    #[serde(default = "d_channels")]
-    pub max_channels: usize,
-    #[serde(default = "d_samples")]
-    pub max_samples: usize,
-    #[serde(default = "d_future")]
-    pub max_future_secs: i64,
-    #[serde(default = "d_age")]
-    pub max_age_secs: i64,
-}
-
-fn d_payload() -> usize {
-    Limits::default().max_payload_bytes
-}
-fn d_channels() -> usize {
-    Limits::default().max_channels
-}
-fn d_samples() -> usize {
-    Limits::default().max_samples
-}
-fn d_future() -> i64 {
-    Limits::default().max_future_ms / 1000
-}
-fn d_age() -> i64 {
-    Limits::default().max_age_ms / 1000
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_payload_bytes: d_payload(),
-            max_channels: d_channels(),
-            max_samples: d_samples(),
-            max_future_secs: d_future(),
-            max_age_secs: d_age(),
-        }
-    }
-}
-
-impl LimitsConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_payload_bytes: self.max_payload_bytes,
-            max_channels: self.max_channels,
-            max_samples: self.max_samples,
-            max_future_ms: self.max_future_secs.saturating_mul(1000),
-            max_age_ms: self.max_age_secs.saturating_mul(1000),
-        }
-    }
-}
-
-/// `[logs]`: the message log of everything the host published.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogsConfig {
-    /// Write `<data_dir>/logs/mqtt_messages.jsonl` (default true).
-    #[serde(default = "yes")]
-    pub mqtt_log: bool,
-    /// Size at which the message log is rotated to `mqtt_messages.jsonl.1` (one old file is
-    /// kept), MiB (default 64).
-    #[serde(default = "default_mqtt_log_max_mib")]
-    pub mqtt_log_max_mib: u64,
-}
-
-impl Default for LogsConfig {
-    fn default() -> Self {
-        LogsConfig { mqtt_log: true, mqtt_log_max_mib: default_mqtt_log_max_mib() }
-    }
-}
-
-fn default_mqtt_log_max_mib() -> u64 {
-    64
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// `/healthz`, `/readyz`, `/metrics` (default `127.0.0.1:9464`; port 0 picks a free one).
-    #[serde(default = "default_listen")]
-    pub listen: Option<SocketAddr>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: default_listen() }
-    }
-}
-
-fn default_listen() -> Option<SocketAddr> {
-    Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
-}
-
-impl HostConfig {
-    /// A configuration with every default, for `data_dir` and the broker at `url`.
-    pub fn new(data_dir: impl Into<PathBuf>, url: &str) -> HostConfig {
-        HostConfig {
-            data_dir: data_dir.into(),
-            plugins_dir: None,
-            models_dir: None,
-            mqtt: MqttConfig::new(url),
-            windows: WindowsConfig::default(),
-            store: StoreConfig::default(),
-            limits: LimitsConfig::default(),
-            http: HttpConfig::default(),
-            logs: LogsConfig::default(),
-            watch_plugins: true,
-        }
-    }
-
-    /// Reads `path`; relative paths in it are resolved against its folder.
-    pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut c: HostConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        resolve(&mut c.data_dir);
-        c.plugins_dir.as_mut().map(resolve);
-        c.models_dir.as_mut().map(resolve);
-        c.mqtt.resolve_paths(dir);
-        anyhow::ensure!(c.windows.hop >= 1, "{}: windows.hop must be at least 1", path.display());
-        anyhow::ensure!(c.store.batch_max >= 1, "{}: store.batch_max must be at least 1", path.display());
-        Ok(c)
-    }
-
-    pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
-    }
-    pub fn models_dir(&self) -> PathBuf {
-        self.models_dir.clone().unwrap_or_else(|| self.data_dir.join("models"))
-    }
-    pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("edgepm.db")
-    }
-    /// Alert e-mail files.
-    pub fn email_dir(&self) -> PathBuf {
-        self.data_dir.join("logs").join("alert_emails")
-    }
-    /// Log of every MQTT message the host published.
-    pub fn mqtt_log(&self) -> PathBuf {
-        self.data_dir.join("logs").join("mqtt_messages.jsonl")
-    }
-}
+mod config;
+pub use config::{HostConfig, HttpConfig, LimitsConfig, LogsConfig, StoreConfig, WindowsConfig};
 
 /// Totals since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -393,7 +139,8 @@ impl Service {
             stop_ingest_rx,
         ));
         let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
-        let ingestor = Ingestor::new(host.clone(), store.clone(), config.limits.limits(), config.windows.hop);
+        let ingestor = Ingestor::new(host.clone(), store.clone(), config.limits.limits(), config.windows.hop)
+            .with_budget(config.windows.budget());
         let acker = Acker {
             connection: connection.clone(),
             client: in_client,
@@ -426,22 +173,12 @@ impl Service {
 
         let http_addr = match config.http.listen {
             Some(addr) => {
-                let listener = runtime
-                    .block_on(tokio::net::TcpListener::bind(addr))
-                    .with_context(|| format!("binding the HTTP address {addr} ([http] listen)"))?;
-                let local = listener.local_addr()?;
-                info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics");
                 let mut stop = stop_output_rx.clone();
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
                 let state = crate::api::ApiState { host: host.clone(), needs_mqtt: true };
-                runtime.spawn(async move {
-                    if let Err(e) = crate::api::serve(listener, state, shutdown).await {
-                        tracing::error!(error = %e, "HTTP server failed");
-                    }
-                });
-                Some(local)
+                Some(crate::api::start(runtime.handle(), addr, state, shutdown).context("[http] listen")?)
             }
             None => None,
         };
@@ -555,6 +292,10 @@ struct IngestLoop {
     pause_before_ack: Option<Duration>,
 }
 
+/// How long the ingest loop waits for a message before it does its idle work.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// ... and while deferred windows wait for their tenant's next budget.
+const DEFERRED_WAIT: Duration = Duration::from_millis(1);
 /// First pause before a failed batch is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -588,8 +329,10 @@ impl IngestLoop {
         let runtime = self.runtime.clone();
         loop {
             // Wait for messages; every 100 ms without any, delete what the outbox delivered.
-            let first = runtime
-                .block_on(async { tokio::time::timeout(Duration::from_millis(100), self.rx.recv()).await });
+            // Deferred windows (a tenant past its budget) run in a batch of their own at once
+            // when no message comes within a millisecond.
+            let wait = if self.ingestor.deferred_waiting() > 0 { DEFERRED_WAIT } else { IDLE_WAIT };
+            let first = runtime.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
             let mut delivered: Vec<i64> = self.delivered.try_iter().flatten().collect();
             match first {
                 Ok(Some(d)) => batch.push(d),
@@ -607,11 +350,12 @@ impl IngestLoop {
                     self.delete_delivered(&delivered);
                     return;
                 }
-                Err(_) => {
+                Err(_) if self.ingestor.deferred_waiting() == 0 => {
                     self.delete_delivered(&delivered);
                     self.housekeeping(&mut next_disk_check);
                     continue;
                 }
+                Err(_) => {}
             }
             // Group commit without waiting: everything that queued up while the previous batch
             // was processed shares this transaction (and a sync), so batches grow with the load
@@ -629,7 +373,7 @@ impl IngestLoop {
                     std::thread::sleep(pause);
                 }
                 let messages = batch.len() as u64;
-                if let Some(acknowledger) = &self.acknowledger {
+                if let Some(acknowledger) = self.acknowledger.as_ref().filter(|_| !batch.is_empty()) {
                     // The next batch gets a vector of its own, sized like this one.
                     let next = Vec::with_capacity(batch.len());
                     acknowledger.acknowledge(std::mem::replace(&mut batch, next));
