@@ -19,6 +19,7 @@
 #   LATENCY_RATES="1000 RATE" rates of the staggered latency runs (RATE/10 motors × 10 readings/s);
 #                            the lockstep run is at RATE only
 #   EDGEPM=<binary>          benchmark this build instead of building target/release/edgepm
+#   HOST_TOML="[windows]..." appended to the host's edgepm.toml (e.g. tenant_budget_ms = 0)
 #   LATENCY_FLOOR=<binary>   the latency floor client (default: built next to edgepm)
 #   PEER_DIR  the peer's folder (default: shared/bench beside the repository's folder); SKIP_PEER=1,
 #   SKIP_LATENCY=1 leave those runs out
@@ -78,6 +79,7 @@ retention_days = 0  # the workload's timestamps are from 2025: do not purge them
 max_age_secs = 315360000  # the workload's timestamps are from 2025
 [http]
 listen = "127.0.0.1:0"
+${HOST_TOML:-}
 TOML
 }
 

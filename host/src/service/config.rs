@@ -50,7 +50,7 @@ pub struct WindowsConfig {
     /// Readings between two windows of a device (a tenant may override it), default 8.
     #[serde(default = "default_hop")]
     pub hop: u32,
-    /// Plugin time each tenant gets per batch, ms (default 25; 0: no budget). A tenant's windows
+    /// Plugin time each tenant gets per batch, ms (default 50; 0: no budget). A tenant's windows
     /// past it wait for the next batch, so a slow tenant holds up the others' windows by this
     /// much plus one window's calls at most.
     #[serde(default = "default_tenant_budget_ms")]
@@ -81,7 +81,7 @@ impl WindowsConfig {
 }
 
 fn default_tenant_budget_ms() -> u64 {
-    25
+    50
 }
 fn default_max_deferred() -> usize {
     10_000

@@ -27,7 +27,7 @@ fn while_a_misbehaves(mode: &str) -> (HostProcess, Mosquitto, tempfile::TempDir,
     let root = tempfile::tempdir().expect("tempdir");
     // A busy loop is stopped by the deadline (50 ms): each of the (at most three) calls before
     // the quarantine holds the ingest thread that long, and the tenant's budget of the batch
-    // (25 ms) leaves its other windows of that batch to the next.
+    // (50 ms) leaves its other windows of that batch to the next.
     let a_toml = format!("{TENANT_TOML}chaos = \"{mode}\"\nchaos_device = \"MTR-BAD\"\n");
     let data = data_dir_with_tenant(root.path(), "a", &a_toml);
     deploy(&data, "a", "policy.wasm", support::CHAOS_POLICY);

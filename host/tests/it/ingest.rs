@@ -53,14 +53,24 @@ fn host() -> Host {
 
 /// (device, window end, probability, alerts) of every stored prediction.
 fn predictions(db: &std::path::Path) -> Vec<(String, i64, f64, i64)> {
+    rows(
+        db,
+        "SELECT p.device, p.ts_ms, p.probability,
+                (SELECT count(*) FROM alerts a WHERE a.device = p.device AND a.ts_ms = p.ts_ms)
+         FROM predictions p ORDER BY p.device, p.ts_ms",
+    )
+}
+
+/// Every row of `sql`, four columns each.
+fn rows<A, B, C, D>(db: &std::path::Path, sql: &str) -> Vec<(A, B, C, D)>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+    C: rusqlite::types::FromSql,
+    D: rusqlite::types::FromSql,
+{
     let conn = rusqlite::Connection::open(db).expect("open");
-    let mut s = conn
-        .prepare(
-            "SELECT p.device, p.ts_ms, p.probability,
-                    (SELECT count(*) FROM alerts a WHERE a.device = p.device AND a.ts_ms = p.ts_ms)
-             FROM predictions p ORDER BY p.device, p.ts_ms",
-        )
-        .expect("query");
+    let mut s = conn.prepare(sql).expect("query");
     s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .expect("rows")
         .collect::<Result<_, _>>()
@@ -184,14 +194,7 @@ fn of_tenant(tenant: &str, messages: &[Message]) -> Vec<Message> {
 
 /// (tenant, device, window end, probability) of every stored prediction.
 fn scored(db: &std::path::Path) -> Vec<(String, String, i64, f64)> {
-    let conn = rusqlite::Connection::open(db).expect("open");
-    let mut s = conn
-        .prepare("SELECT tenant, device, ts_ms, probability FROM predictions ORDER BY tenant, device, ts_ms")
-        .expect("query");
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    rows(db, "SELECT tenant, device, ts_ms, probability FROM predictions ORDER BY tenant, device, ts_ms")
 }
 
 #[test]
