@@ -156,10 +156,7 @@ fn is_name(s: &str) -> bool {
 
 /// Decodes the message `payload` received on `topic`, with `now_ms` as the host's clock.
 pub fn decode(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Result<Reading, Reject> {
-    let (tenant, device) = parse_topic(topic)?;
-    if payload.len() > limits.max_payload_bytes {
-        return Err(Reject::TooLarge { size: payload.len(), limit: limits.max_payload_bytes });
-    }
+    let (tenant, device) = addressed(topic, payload, limits)?;
     if let Some(reading) = fast::decode(tenant, device, payload, limits, now_ms) {
         return Ok(reading);
     }
@@ -170,11 +167,17 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Resu
 /// path must agree with it whenever it decodes a message at all — the property the fuzz target
 /// `decode` and the tests check.
 pub fn decode_general(topic: &str, payload: &[u8], limits: &Limits, now_ms: i64) -> Result<Reading, Reject> {
-    let (tenant, device) = parse_topic(topic)?;
+    let (tenant, device) = addressed(topic, payload, limits)?;
+    general(tenant, device, payload, limits, now_ms)
+}
+
+/// (tenant, device) of a telemetry message whose payload is within the size limit.
+fn addressed<'a>(topic: &'a str, payload: &[u8], limits: &Limits) -> Result<(&'a str, &'a str), Reject> {
+    let address = parse_topic(topic)?;
     if payload.len() > limits.max_payload_bytes {
         return Err(Reject::TooLarge { size: payload.len(), limit: limits.max_payload_bytes });
     }
-    general(tenant, device, payload, limits, now_ms)
+    Ok(address)
 }
 
 fn general(
