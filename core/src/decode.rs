@@ -6,6 +6,7 @@
 //! topic. Anything else is a [`Reject`] with a short reason code (a metric label) and a message
 //! for the dead-letter topic. Decoding never panics, whatever the bytes.
 
+use crate::topics;
 pub use crate::types::{Reading, Samples};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -100,31 +101,15 @@ impl Reject {
 }
 
 /// `edgepm/<tenant>/<device>/telemetry` → (tenant, device). Levels are plain names: letters,
-/// digits, `-`, `_`, `.`, at most 64 bytes.
+/// digits, `-`, `_`, `.`, at most 64 bytes (see [`crate::topics`]).
 pub fn parse_topic(topic: &str) -> Result<(&str, &str), Reject> {
-    let bad = || Reject::BadTopic(topic.chars().take(200).collect());
-    let mut levels = topic.split('/');
-    match (levels.next(), levels.next(), levels.next(), levels.next(), levels.next()) {
-        (Some("edgepm"), Some(tenant), Some(device), Some("telemetry"), None)
-            if is_name(tenant) && is_name(device) =>
-        {
-            Ok((tenant, device))
-        }
-        _ => Err(bad()),
-    }
+    topics::parse_device(topic, topics::TELEMETRY)
+        .ok_or_else(|| Reject::BadTopic(topic.chars().take(200).collect()))
 }
 
 /// `(tenant, device)` of an asset metadata topic, `edgepm/<tenant>/<device>/asset`.
 pub fn parse_asset_topic(topic: &str) -> Option<(&str, &str)> {
-    let mut levels = topic.split('/');
-    match (levels.next(), levels.next(), levels.next(), levels.next(), levels.next()) {
-        (Some("edgepm"), Some(tenant), Some(device), Some("asset"), None)
-            if is_name(tenant) && is_name(device) =>
-        {
-            Some((tenant, device))
-        }
-        _ => None,
-    }
+    topics::parse_device(topic, topics::ASSET)
 }
 
 /// Decodes asset metadata: a JSON object of at most 32 strings or numbers, e.g.
@@ -148,10 +133,6 @@ pub fn decode_asset(payload: &[u8]) -> Result<Vec<(String, String)>, Reject> {
             other => Err(Reject::BadAsset(format!("{k:?} is {other}"))),
         })
         .collect()
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Decodes the message `payload` received on `topic`, with `now_ms` as the host's clock.

@@ -23,7 +23,7 @@ fn messages(n: usize, start: usize) -> Vec<Message> {
         seed ^= seed << 17;
         (seed % 10_000) as f64 / 10_000.0 - 0.5
     };
-    let base = edgepm::outbox::now_ms() - 3_600_000;
+    let base = edgepm::clock::now_ms() - 3_600_000;
     (start..start + n)
         .map(|i| {
             let (d, k) = (i % DEVICES, i / DEVICES);
@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
         let mut options = HostOptions::new(dir.path().join("plugins"), dir.path().join("models"));
         options.cache_dir = Some(dir.path().join("cache"));
         let host = PluginHost::open(options, store.clone(), Arc::new(Metrics::new())).expect("host");
-        let mut ingestor = Ingestor::new(host, store, Limits::default(), 8);
+        let mut ingestor =
+            Ingestor::new(host.clone(), store, edgepm::outbox::Router::new(host), Limits::default(), 8);
         let mut next = 0;
         let mut g = c.benchmark_group(format!("ingest/{durability:?}"));
         g.throughput(Throughput::Elements(BATCH as u64));
@@ -66,7 +67,7 @@ fn bench(c: &mut Criterion) {
                     next += BATCH;
                     messages(BATCH, next)
                 },
-                |batch| ingestor.process(&batch, &[], edgepm::outbox::now_ms()).expect("batch"),
+                |batch| ingestor.process(&batch, &[], edgepm::clock::now_ms()).expect("batch"),
                 BatchSize::PerIteration,
             )
         });

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 let device = device_topic.rsplit('/').next().unwrap_or_default();
                 let body = serde_json::json!({
                     "device": device,
-                    "timestamp": edgepm::outbox::messages::rfc3339(ts),
+                    "timestamp": edgepm::clock::rfc3339(ts),
                     "is_failure": false,
                     "probability": 0.0,
                 });

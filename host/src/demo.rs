@@ -177,10 +177,11 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
 
     // Let the host drain what was published and deliver its outbox.
     let drain_deadline = Instant::now() + Duration::from_secs(15);
+    let reader = service.reader()?;
     while Instant::now() < drain_deadline {
         let t = service.totals();
         let stored = t.batch.readings + t.batch.duplicates + t.batch.rejected;
-        let outbox = service.store().outbox_depth().unwrap_or(0);
+        let outbox = reader.outbox_depth().unwrap_or(0);
         if stored >= published && outbox == 0 {
             break;
         }

@@ -5,8 +5,9 @@
 //! alerts) — with the host owning all state. Module map:
 //!
 //! - [`config`]: `tenant.toml`, validated, with documented defaults.
-//! - [`types`]: the domain types (readings, windows, features, scores, decisions), from
-//!   `edgepm-core` (`core/`), the bottom layer, with telemetry decoding and the output checks.
+//! - [`types`], [`topics`], [`clock`]: the domain types (readings, windows, features, scores,
+//!   decisions), the topic grammar, the clock and its time format — from `edgepm-core`
+//!   (`core/`), the bottom layer, with telemetry decoding and the output checks.
 //! - [`ingest`]: telemetry in — decoding with limits, the MQTT sessions (QoS 1, acknowledged
 //!   after commit), batches of messages into the store and through the plugins.
 //! - [`windows`]: per-device window assembly (size, hop, duplicates, late readings).
@@ -15,7 +16,9 @@
 //! - [`store`]: the SQLite store (readings, features, predictions, alerts, outbox) and the
 //!   device history behind the `history` import.
 //! - [`outbox`]: everything leaving the host — MQTT predictions, alerts, dead letters, alert
-//!   e-mail files — delivered from the store with retries.
+//!   e-mails — rendered into the store's outbox in the ingest batch's transaction.
+//! - [`sinks`]: the outbox delivered — one driver per sink (MQTT, e-mail files, message log),
+//!   each with its own cursor, retries and dead letters.
 //! - [`service`]: the running host (`edgepm run`), wired from one configuration file.
 //! - [`sim`]: simulated motors with bearing wear (`edgepm simulate`, the demo, training data).
 //! - [`demo`]: `edgepm demo`, everything on one machine with an embedded broker.
@@ -43,9 +46,11 @@ pub mod pipeline;
 pub mod plugins;
 pub mod replay;
 pub mod service;
+pub mod shutdown;
 pub mod sim;
+pub mod sinks;
 pub mod store;
 pub mod tenants;
-pub use edgepm_core::types;
+pub use edgepm_core::{clock, topics, types};
 pub mod windows;
 pub mod worker;

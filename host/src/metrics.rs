@@ -123,7 +123,10 @@ pub struct TelemetryMetrics {
     pub outbox_depth: Gauge,
     delivered: Family<SinkLabels, Counter>,
     delivery_failures: Family<SinkLabels, Counter>,
+    retried: Family<SinkLabels, Counter>,
     dead_lettered: Family<SinkLabels, Counter>,
+    outbox_queue: Family<SinkLabels, Gauge>,
+    outbox_oldest: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Outbox messages dropped by its bounds, by reason (`rows`, `age`).
     outbox_dropped: Family<ReasonLabels, Counter>,
     /// Seconds from receiving a message to sending its acknowledgement (after the commit).
@@ -177,7 +180,10 @@ impl TelemetryMetrics {
             outbox_depth: Gauge::default(),
             delivered: Family::default(),
             delivery_failures: Family::default(),
+            retried: Family::default(),
             dead_lettered: Family::default(),
+            outbox_queue: Family::default(),
+            outbox_oldest: Family::default(),
             outbox_dropped: Family::default(),
             ack_seconds: latency_histogram(),
             commit_seconds: latency_histogram(),
@@ -225,8 +231,23 @@ impl TelemetryMetrics {
         r.register("edgepm_outbox_delivered", "Outbox messages delivered, by sink", self.delivered.clone());
         r.register(
             "edgepm_outbox_failures",
-            "Outbox delivery attempts that failed, by sink",
+            "Outbox deliveries (batches) that failed, by sink",
             self.delivery_failures.clone(),
+        );
+        r.register(
+            "edgepm_outbox_retried",
+            "Outbox messages whose delivery failed and is tried again, by sink",
+            self.retried.clone(),
+        );
+        r.register(
+            "edgepm_outbox_queue",
+            "Outbox messages a sink has not settled (delivered or dead-lettered) yet, by sink",
+            self.outbox_queue.clone(),
+        );
+        r.register(
+            "edgepm_outbox_oldest_seconds",
+            "Age of the oldest outbox message a sink has not settled yet, by sink",
+            self.outbox_oldest.clone(),
         );
         r.register(
             "edgepm_outbox_dead_lettered",
@@ -301,6 +322,15 @@ impl TelemetryMetrics {
     }
     pub fn delivery_failures(&self, sink: &'static str) -> Counter {
         self.delivery_failures.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn retried(&self, sink: &'static str) -> Counter {
+        self.retried.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn outbox_queue(&self, sink: &'static str) -> Gauge {
+        self.outbox_queue.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn outbox_oldest_seconds(&self, sink: &'static str) -> Gauge<f64, std::sync::atomic::AtomicU64> {
+        self.outbox_oldest.get_or_create(&SinkLabels { sink }).clone()
     }
 }
 

@@ -198,7 +198,7 @@ fn score(
                 out.write_record([
                     row,
                     window.device,
-                    crate::outbox::messages::rfc3339(window.end_ms),
+                    crate::clock::rfc3339(window.end_ms),
                     format!("{:.6}", o.score.probability),
                     (o.decision.is_failure as u8).to_string(),
                     o.score.model.clone(),
@@ -220,8 +220,7 @@ fn parse_time(t: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = t.parse::<i64>() {
         return Ok(ms);
     }
-    let dt = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)?;
-    Ok((dt.unix_timestamp_nanos() / 1_000_000) as i64)
+    Ok(crate::clock::parse_rfc3339(t)?)
 }
 
 #[cfg(test)]

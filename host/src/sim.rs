@@ -156,7 +156,7 @@ impl Motor {
 
     /// Telemetry topic of the motor.
     pub fn topic(&self) -> String {
-        format!("edgepm/{}/{}/telemetry", self.spec.tenant, self.spec.device)
+        crate::topics::device(&self.spec.tenant, &self.spec.device, crate::topics::TELEMETRY)
     }
 
     /// Asset topic and retained payload (a JSON object of strings).
@@ -164,7 +164,7 @@ impl Motor {
         let map: serde_json::Map<String, serde_json::Value> =
             self.spec.asset.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
         (
-            format!("edgepm/{}/{}/asset", self.spec.tenant, self.spec.device),
+            crate::topics::device(&self.spec.tenant, &self.spec.device, crate::topics::ASSET),
             serde_json::Value::Object(map).to_string().into_bytes(),
         )
     }
@@ -336,7 +336,7 @@ async fn probe(
     let config = crate::ingest::mqtt::MqttConfig::new(url);
     let (client, mut eventloop) = crate::ingest::mqtt::client(config.options(client_id, true)?, 16);
     // QoS 0 to the probe: the broker's acknowledgement traffic stays out of the measurement.
-    let filter = format!("edgepm/{tenant}/+/prediction");
+    let filter = crate::topics::tenant_filter(tenant, crate::topics::PREDICTION);
     client.subscribe(filter.clone(), QoS::AtMostOnce).await?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -359,13 +359,8 @@ async fn probe(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = std::time::Instant::now();
                     let Ok(pred) = serde_json::from_slice::<Prediction>(&p.payload) else { continue };
-                    let Ok(end) = time::OffsetDateTime::parse(
-                        &pred.timestamp,
-                        &time::format_description::well_known::Rfc3339,
-                    ) else {
-                        continue;
-                    };
-                    got.push((pred.device, (end.unix_timestamp_nanos() / 1_000_000) as i64, at));
+                    let Ok(end) = crate::clock::parse_rfc3339(&pred.timestamp) else { continue };
+                    got.push((pred.device, end, at));
                 }
                 // A new connection (clean session) after an error: subscribe again.
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -436,7 +431,7 @@ pub async fn publish(
         }
         while let Some(index) = schedule.next_due(elapsed) {
             let m = &mut motors[index];
-            let (ts, payload) = m.payload(crate::outbox::now_ms(), elapsed.as_secs_f64(), options.samples);
+            let (ts, payload) = m.payload(crate::clock::now_ms(), elapsed.as_secs_f64(), options.samples);
             client.publish(m.topic(), QoS::AtLeastOnce, false, payload).await?;
             if probe.is_some() {
                 published.push((index, ts, std::time::Instant::now()));

@@ -1,27 +1,26 @@
-//! The host's worker threads (ingest, acknowledgements, outbox, checkpoints) are the host: one
+//! The host's worker threads (ingest, acknowledgements, sinks, checkpoints) are the host: one
 //! that panics or ends before shutdown leaves a process that still answers `/healthz` but no
 //! longer works. [`spawn`] makes such a thread stop the whole process with
 //! [`WORKER_DIED_EXIT`], so that systemd or ECS restarts it; the broker then redelivers every
 //! message that was not acknowledged.
 
+use crate::shutdown::Shutdown;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit status of a process whose worker thread died (`EX_SOFTWARE`).
 pub const WORKER_DIED_EXIT: i32 = 70;
 
-/// Spawns the worker `name`. When `f` panics, or returns while `shutting_down` is not set, the
+/// Spawns the worker `name`. When `f` panics, or returns before `shutdown` has begun, the
 /// process exits with [`WORKER_DIED_EXIT`].
 pub fn spawn(
     name: &'static str,
-    shutting_down: Arc<AtomicBool>,
+    shutdown: Shutdown,
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(name.into()).spawn(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(f));
         let why = match result {
-            Ok(()) if shutting_down.load(Ordering::SeqCst) => return,
+            Ok(()) if shutdown.begun() => return,
             Ok(()) => "ended before shutdown",
             Err(_) => "panicked",
         };

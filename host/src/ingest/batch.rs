@@ -11,10 +11,9 @@
 
 use super::decode::{Limits, Reject, decode, decode_asset, parse_asset_topic};
 use crate::metrics::TelemetryMetrics;
-use crate::outbox::messages;
 use crate::pipeline::{PipelineError, WindowOutcome, process_windows};
 use crate::plugins::PluginHost;
-use crate::store::{DeferredWindow, OutcomeRow, Sink, SqliteStore};
+use crate::store::{DeferredWindow, OutcomeRow, SqliteStore};
 use crate::types::Window;
 use crate::windows::{DeviceWindows, Pushed};
 use prometheus_client::metrics::counter::Counter;
@@ -81,10 +80,35 @@ impl WindowBudget {
     pub const UNLIMITED: WindowBudget = WindowBudget { per_batch: None, max_deferred: usize::MAX };
 }
 
+/// What a batch sends out. Ingest says what happened — a window's outcome stored, a message
+/// refused — and the outbox (`outbox::Router`) decides which messages that makes and queues them
+/// in the store inside the batch's transaction, so an outcome and its messages commit together.
+pub trait Outputs: Send + Sync {
+    /// The outcome `o` of the window from `start_ms` (`readings` readings) was stored.
+    fn window(
+        &self,
+        store: &SqliteStore,
+        o: &WindowOutcome,
+        start_ms: i64,
+        readings: usize,
+        now_ms: i64,
+    ) -> anyhow::Result<()>;
+    /// The message `payload` on `topic` was refused for `reject`.
+    fn refused(
+        &self,
+        store: &SqliteStore,
+        topic: &str,
+        payload: &[u8],
+        reject: &Reject,
+        now_ms: i64,
+    ) -> anyhow::Result<()>;
+}
+
 /// Turns batches of messages into stored readings, windows, predictions and outbox messages.
 pub struct Ingestor {
     host: Arc<PluginHost>,
     store: Arc<SqliteStore>,
+    outputs: Arc<dyn Outputs>,
     limits: Limits,
     default_hop: u32,
     devices: HashMap<(String, String), DeviceState>,
@@ -131,11 +155,20 @@ struct TenantCounters {
 }
 
 impl Ingestor {
-    pub fn new(host: Arc<PluginHost>, store: Arc<SqliteStore>, limits: Limits, default_hop: u32) -> Ingestor {
+    /// An ingestor committing into `store`, whose outputs `outputs` queues (the host's is
+    /// `outbox::Router`).
+    pub fn new(
+        host: Arc<PluginHost>,
+        store: Arc<SqliteStore>,
+        outputs: Arc<dyn Outputs>,
+        limits: Limits,
+        default_hop: u32,
+    ) -> Ingestor {
         let metrics = host.metrics().telemetry.clone();
         Ingestor {
             host,
             store,
+            outputs,
             limits,
             default_hop: default_hop.max(1),
             devices: HashMap::new(),
@@ -246,16 +279,18 @@ impl Ingestor {
         &self.counters[tenant]
     }
 
-    /// Processes `batch` in one transaction, which also deletes the `delivered` outbox messages.
+    /// Processes `batch` in one transaction, which also records the sinks' cursors `settled`
+    /// (sink name, outbox id up to which it settled everything) and deletes the outbox rows all
+    /// of them settled; `settled` names every active sink, or is empty.
     /// On `Err` nothing of the batch is stored, the window state is dropped (it is rebuilt from
     /// the store), and the messages must not be acknowledged.
     pub fn process(
         &mut self,
         batch: &[Message],
-        delivered: &[i64],
+        settled: &[(&str, i64)],
         now_ms: i64,
     ) -> anyhow::Result<BatchReport> {
-        self.transaction(batch, delivered, &[], now_ms)
+        self.transaction(batch, settled, &[], now_ms)
     }
 
     /// Replays parked messages (see [`SqliteStore::park`]) of the tenants now served, up to 1,000
@@ -287,14 +322,14 @@ impl Ingestor {
     fn transaction(
         &mut self,
         batch: &[Message],
-        delivered: &[i64],
+        settled: &[(&str, i64)],
         parked: &[i64],
         now_ms: i64,
     ) -> anyhow::Result<BatchReport> {
         let started = Instant::now();
         self.store.begin()?;
         let mut report = BatchReport::default();
-        let result = self.store.delete_outbox(delivered).map_err(anyhow::Error::from);
+        let result = self.store.settle_outbox(settled).map_err(anyhow::Error::from);
         let result = result.and_then(|()| Ok(self.store.delete_parked(parked)?));
         let mut ready = Vec::new();
         let result = result
@@ -584,9 +619,7 @@ impl Ingestor {
         readings: usize,
         now_ms: i64,
     ) -> anyhow::Result<bool> {
-        // Every contribution is stored; the message carries the largest few.
         let contributions_json = serde_json::to_string(&o.score.contributions)?;
-        let top = messages::top_contributions(&o.score.contributions, messages::TOP_CONTRIBUTIONS);
         let inserted = self.store.insert_outcome(
             &OutcomeRow {
                 tenant: &o.tenant,
@@ -605,28 +638,7 @@ impl Ingestor {
         if !inserted {
             return Ok(false);
         }
-        let prediction = messages::prediction(o, start_ms, readings, &top);
-        self.store.enqueue(
-            Sink::Mqtt,
-            &messages::topic(&o.tenant, &o.device, "prediction"),
-            &prediction,
-            now_ms,
-        )?;
-        if o.decision.alerts.is_empty() {
-            return Ok(true);
-        }
-        let targets = self.host.tenant(&o.tenant).map(|p| p.config.alerts.email.clone()).unwrap_or_default();
-        for (i, alert) in o.decision.alerts.iter().enumerate() {
-            let payload = messages::alert(o, alert);
-            self.store.enqueue(
-                Sink::Mqtt,
-                &messages::topic(&o.tenant, &o.device, "alert"),
-                &payload,
-                now_ms,
-            )?;
-            let email = crate::outbox::email::render(o, i, alert, &targets, now_ms);
-            self.store.enqueue(Sink::Email, &email.file_name, email.message.as_bytes(), now_ms)?;
-        }
+        self.outputs.window(&self.store, o, start_ms, readings, now_ms)?;
         Ok(true)
     }
 
@@ -640,8 +652,6 @@ impl Ingestor {
         report.rejected += 1;
         self.uncounted.rejected.push(reject.reason());
         debug!(topic = %m.topic.chars().take(200).collect::<String>(), reason = reject.reason(), "Message dead-lettered: {reject}");
-        let (topic, payload) = messages::dead_letter(&m.topic, &m.payload, reject, now_ms);
-        self.store.enqueue(Sink::Mqtt, &topic, &payload, now_ms)?;
-        Ok(())
+        self.outputs.refused(&self.store, &m.topic, &m.payload, reject, now_ms)
     }
 }

@@ -4,12 +4,13 @@
 
 pub mod batch;
 pub mod mqtt;
+pub mod run;
 
 /// Decoding lives in `edgepm-core` (no I/O, fuzzed on its own); re-exported where it is used.
 pub mod decode {
     pub use edgepm_core::decode::*;
 }
 
-pub use batch::{BatchReport, DEVICE_IDLE_MS, Ingestor, MAX_DEVICE_STATES, Message, WindowBudget};
+pub use batch::{BatchReport, DEVICE_IDLE_MS, Ingestor, MAX_DEVICE_STATES, Message, Outputs, WindowBudget};
 pub use edgepm_core::decode::{Limits, Reject, decode};
 pub use edgepm_core::types::{Reading, Samples};

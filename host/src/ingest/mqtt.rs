@@ -1,5 +1,6 @@
-//! The MQTT side: connection options (plain TCP, TLS, mutual TLS for AWS IoT Core), the ingest
-//! session (persistent, QoS 1, manual acknowledgements) and the outbox's publishing session.
+//! The MQTT side: connection options (plain TCP, TLS, mutual TLS for AWS IoT Core) and the
+//! ingest session (persistent, QoS 1, manual acknowledgements). The publishing session is the
+//! MQTT sink's (`sinks::mqtt`).
 //!
 //! Two connections per host: `<client_id>` subscribes with a persistent session (the broker keeps
 //! queuing QoS 1 readings while the host is down) and `<client_id>-out` publishes predictions,
@@ -7,6 +8,7 @@
 
 use super::batch::Message;
 use crate::metrics::TelemetryMetrics;
+use crate::shutdown::{Shutdown, Stage};
 use anyhow::Context as _;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
@@ -19,9 +21,9 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// Telemetry topic filter.
-pub const TELEMETRY_TOPIC: &str = "edgepm/+/+/telemetry";
+pub const TELEMETRY_TOPIC: &str = crate::topics::TELEMETRY_FILTER;
 /// Asset metadata topic filter (retained messages; never shared).
-pub const ASSET_TOPIC: &str = "edgepm/+/+/asset";
+pub const ASSET_TOPIC: &str = crate::topics::ASSET_FILTER;
 /// Largest MQTT packet read. A larger one cannot be read at all, so it cannot be dead-lettered:
 /// cap payloads at the broker (mosquitto `message_size_limit`, IoT Core's 128 KB) below this.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 16 << 20;
@@ -303,24 +305,28 @@ pub fn jitter(d: Duration) -> Duration {
 const HELD_MAX: usize = 65_536;
 const HELD_MAX_BYTES: usize = 64 << 20;
 
-/// Back-off between reconnection attempts.
-struct Backoff(Duration);
+/// Back-off between reconnection attempts: 0.5 s doubling to 30 s, with jitter.
+pub(crate) struct Backoff(Duration);
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_secs(30);
-    fn next(&mut self) -> Duration {
+    pub(crate) fn new() -> Backoff {
+        Backoff(Self::MIN)
+    }
+    pub(crate) fn next(&mut self) -> Duration {
         let d = self.0;
         self.0 = (self.0 * 2).min(Self::MAX);
         jitter(d)
     }
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = Self::MIN;
     }
 }
 
-/// Drives the ingest session until `stop`: (re)subscribes on every connection, forwards each
-/// publication to the ingest loop, and reconnects with back-off (with jitter) after errors. While
+/// Drives the ingest session until the shutdown's [`Stage::Ingest`]: (re)subscribes on every
+/// connection, forwards each publication to the ingest loop, and reconnects with back-off (with
+/// jitter) after errors. While
 /// the loop is busy the session holds what arrives and goes on polling, so keep-alives never wait
 /// for processing; back-pressure reaches the broker through its in-flight window, which the
 /// unacknowledged messages fill.
@@ -331,9 +337,11 @@ pub async fn ingest_session(
     tx: tokio::sync::mpsc::Sender<Delivery>,
     metrics: TelemetryMetrics,
     connection: Connection,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
-    let mut backoff = Backoff(Backoff::MIN);
+    let stop = shutdown.wait(Stage::Ingest);
+    tokio::pin!(stop);
+    let mut backoff = Backoff::new();
     let mut acked = 0usize;
     let mut current = connection.current();
     // Publications received while the ingest loop is busy: the session keeps polling (and so
@@ -343,7 +351,7 @@ pub async fn ingest_session(
     loop {
         let event = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stop => break,
             permit = tx.reserve(), if !held.is_empty() => {
                 match (permit, held.pop_front()) {
                     (Ok(permit), Some(d)) => {
@@ -411,7 +419,7 @@ pub async fn ingest_session(
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT ingest session lost");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = &mut stop => break,
                 }
             }
         }
@@ -422,43 +430,6 @@ pub async fn ingest_session(
     let _ =
         tokio::time::timeout(Duration::from_millis(500), async { while eventloop.poll().await.is_ok() {} })
             .await;
-}
-
-/// Drives the publishing session: counts the broker's acknowledgements for the outbox and
-/// tracks whether the connection is up.
-pub async fn publish_session(
-    mut eventloop: EventLoop,
-    acks: tokio::sync::watch::Sender<u64>,
-    connected: Arc<AtomicBool>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff(Backoff::MIN);
-    loop {
-        let event = tokio::select! {
-            e = eventloop.poll() => e,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
-                connected.store(true, Ordering::Relaxed);
-                acks.send_modify(|_| {}); // wake a waiting dispatcher
-            }
-            Ok(Event::Incoming(Packet::PubAck(_))) => acks.send_modify(|n| *n += 1),
-            Ok(_) => {}
-            Err(e) => {
-                connected.store(false, Ordering::Relaxed);
-                acks.send_modify(|_| {});
-                let wait = backoff.next();
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT publishing session lost");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-            }
-        }
-    }
-    connected.store(false, Ordering::Relaxed);
 }
 
 #[cfg(test)]

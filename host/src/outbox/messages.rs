@@ -1,30 +1,17 @@
 //! The JSON messages the host publishes (`docs/operations.md`, "Topics and payloads"). Devices, dashboards and
 //! other tools parse these: fields are only ever added.
 
-use crate::ingest::Reject;
+use crate::clock::rfc3339;
 use crate::pipeline::WindowOutcome;
+use crate::topics;
 use crate::types::{Alert, Contribution, Stage};
+use edgepm_core::decode::Reject;
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Contributions carried by a prediction message (largest absolute value first).
 pub const TOP_CONTRIBUTIONS: usize = 5;
 /// Bytes of a rejected payload quoted in its dead letter.
 pub const DEAD_LETTER_EXCERPT: usize = 256;
-
-/// `edgepm/<tenant>/<device>/<kind>`.
-pub fn topic(tenant: &str, device: &str, kind: &str) -> String {
-    format!("edgepm/{tenant}/{device}/{kind}")
-}
-
-/// RFC 3339 UTC time of `ms` since the epoch, e.g. `2025-04-05T10:30:00Z`.
-pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
 
 /// The `n` contributions of largest absolute value, largest first.
 pub fn top_contributions(all: &[Contribution], n: usize) -> Vec<Contribution> {
@@ -88,7 +75,8 @@ pub fn alert(o: &WindowOutcome, a: &Alert) -> Vec<u8> {
 /// `{"reason", "error", "topic", "received", "payload_bytes", "payload_excerpt"}`.
 pub fn dead_letter(topic: &str, payload: &[u8], reject: &Reject, now_ms: i64) -> (String, Vec<u8>) {
     let tenant = topic
-        .strip_prefix("edgepm/")
+        .strip_prefix(topics::ROOT)
+        .and_then(|rest| rest.strip_prefix('/'))
         .and_then(|rest| rest.split('/').next())
         .filter(|t| crate::plugins::is_tenant_name(t))
         .unwrap_or("_invalid");
@@ -101,18 +89,12 @@ pub fn dead_letter(topic: &str, payload: &[u8], reject: &Reject, now_ms: i64) ->
         "payload_bytes": payload.len(),
         "payload_excerpt": excerpt,
     });
-    (format!("edgepm/{tenant}/deadletter"), body.to_string().into_bytes())
+    (topics::tenant(tenant, topics::DEAD_LETTER), body.to_string().into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(1_743_849_000_000), "2025-04-05T10:30:00Z");
-        assert_eq!(rfc3339(1_743_849_000_250), "2025-04-05T10:30:00.25Z");
-    }
 
     #[test]
     fn dead_letters_name_the_tenant_and_quote_a_bounded_excerpt() {

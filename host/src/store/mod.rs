@@ -9,11 +9,37 @@ mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
-    Counts, DeferredWindow, Durability, OutboxItem, OutcomeRow, Sink, SqliteStore, StoreGone,
-    StoredPrediction, WalSync, decode_channels, encode_channels,
+    Counts, DeferredWindow, Durability, MessageKind, OutboxItem, OutboxRead, OutcomeRow, SqliteStore,
+    StoreGone, StoredPrediction, WalSync, decode_channels, encode_channels,
 };
 
 use crate::types::Features;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A sink's report to the store's writer: `sink` has settled (delivered or dead-lettered) every
+/// outbox message of its kind with an id up to `upto` (see [`SqliteStore::settle_outbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub sink: &'static str,
+    pub upto: i64,
+}
+
+/// Wakes the store's readers that wait for new outbox rows (the sinks' drivers) after a commit.
+/// Cheap and never blocks; a wake while a reader is busy is kept for its next wait.
+#[derive(Clone, Default)]
+pub struct Waker(Vec<Arc<Notify>>);
+
+impl Waker {
+    pub fn add(&mut self, reader: Arc<Notify>) {
+        self.0.push(reader);
+    }
+    pub fn wake(&self) {
+        for n in &self.0 {
+            n.notify_one();
+        }
+    }
+}
 
 /// What the pipeline records and what policies may ask. Timestamps are milliseconds since the
 /// Unix epoch; all queries are scoped to one tenant.

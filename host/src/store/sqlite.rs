@@ -11,7 +11,10 @@
 //! - `devices(tenant, device, last_window_ms, last_seen_ms)` — where the window assembly stood;
 //! - `assets(tenant, device, attributes, updated_ms)` — registry metadata (JSON object);
 //! - `outbox(id, sink, target, payload, created_ms)` — everything that still has to leave the
-//!   host (retries and their back-off are the dispatcher's, in memory).
+//!   host, as a log: `sink` holds the message's [`MessageKind`] (the column kept its first name);
+//! - `sink_cursors(sink, settled)` — per sink (see `crate::sinks`), the id up to which it has
+//!   settled every message of its kind; rows at or below every active sink's cursor are deleted
+//!   (retries and their back-off are the sinks', in memory).
 //!
 //! The ingest loop writes a whole batch of messages — readings, the windows they complete, the
 //! predictions, alerts and outbox rows — in one transaction ([`SqliteStore::begin`] /
@@ -20,12 +23,13 @@
 //! features of the window being processed.
 
 use super::History;
+use crate::shutdown::{Shutdown, Stage};
 use crate::types::{Alert, Features, Severity};
 use crate::types::{Reading, Samples};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -70,6 +74,8 @@ CREATE TABLE IF NOT EXISTS assets (
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, target TEXT NOT NULL,
     payload BLOB NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sink_cursors (
+    sink TEXT PRIMARY KEY, settled INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parked (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, topic TEXT NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, received_ms INTEGER NOT NULL);
@@ -123,28 +129,21 @@ impl WalSync {
     }
 }
 
-/// Where an outbox message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
+/// What an outbox message is; each sink takes the messages of one kind (see `crate::sinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
     /// An MQTT publication; `target` is the topic.
-    Mqtt,
-    /// An RFC 5322 file in the alert e-mail folder; `target` is the file name.
+    Publication,
+    /// An RFC 5322 alert e-mail; `target` is its file name.
     Email,
 }
 
-impl Sink {
+impl MessageKind {
+    /// The value of the outbox's `sink` column (named when each kind had one sink).
     pub fn as_str(self) -> &'static str {
         match self {
-            Sink::Mqtt => "mqtt",
-            Sink::Email => "email",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Sink> {
-        match s {
-            "mqtt" => Some(Sink::Mqtt),
-            "email" => Some(Sink::Email),
-            _ => None,
+            MessageKind::Publication => "mqtt",
+            MessageKind::Email => "email",
         }
     }
 }
@@ -153,11 +152,21 @@ impl Sink {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
     pub id: i64,
-    pub sink: Sink,
+    pub kind: MessageKind,
     pub target: String,
     pub payload: Vec<u8>,
+    /// When the ingest loop committed it (host clock, ms since the Unix epoch).
+    pub created_ms: i64,
     /// Failed delivery attempts since this process read it.
     pub attempts: u32,
+}
+
+/// A read of the outbox for one sink: its messages and how far the read looked.
+#[derive(Debug, Default)]
+pub struct OutboxRead {
+    pub items: Vec<OutboxItem>,
+    /// Every row up to this id was looked at: the next read starts after it.
+    pub scanned: i64,
 }
 
 /// A window whose tenant had used its time budget of the batch that completed it: its plugins
@@ -273,6 +282,11 @@ impl SqliteStore {
         // [`SqliteStore::restart_wal_when_due`]).
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating tables in {}", path.display()))?;
+        SqliteStore::with_connection(path, conn, durability)
+    }
+
+    /// The statement cache and planner settings every connection shares, and the store around it.
+    fn with_connection(path: &Path, conn: Connection, durability: Durability) -> anyhow::Result<SqliteStore> {
         conn.set_prepared_statement_cache_capacity(64);
         // Query-planner stability: without it a cached statement with a range on a bound
         // parameter (the outbox's `id > ?1`) is prepared again on every new binding (STAT4).
@@ -285,6 +299,21 @@ impl SqliteStore {
             durability,
             wal: Arc::new(WalProgress::default()),
         })
+    }
+
+    /// A connection of its own that only reads (SQLite `SQLITE_OPEN_READ_ONLY` and
+    /// `query_only`) the store the writer opened at `path`: for the sinks' drivers, queries, the
+    /// dashboard and reports. In WAL mode it reads the last commit while the writer goes on, and
+    /// it never waits for the writer's connection (each [`SqliteStore`] has its own mutex).
+    pub fn open_reader(path: &Path) -> anyhow::Result<SqliteStore> {
+        use anyhow::Context as _;
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("opening {} to read", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-8192; PRAGMA mmap_size=268435456;")?;
+        SqliteStore::with_connection(path, conn, Durability::Normal)
     }
 
     pub fn path(&self) -> &Path {
@@ -453,44 +482,84 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Queues a message for a sink.
-    pub fn enqueue(&self, sink: Sink, target: &str, payload: &[u8], now_ms: i64) -> rusqlite::Result<()> {
+    /// Queues a message, inside the caller's transaction.
+    pub fn enqueue(
+        &self,
+        kind: MessageKind,
+        target: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
         let conn = self.conn();
         conn.prepare_cached(
             "INSERT INTO outbox (sink, target, payload, created_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![sink.as_str(), target, payload, now_ms])?;
+        .execute(params![kind.as_str(), target, payload, now_ms])?;
         Ok(())
     }
 
-    /// Up to `limit` messages with an id above `after`, oldest first (read-only: the dispatcher
-    /// reads, the ingest loop — the only writer — deletes what was delivered).
-    pub fn outbox_after(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<OutboxItem>> {
+    /// Up to `limit` messages of `kind` with an id above `after`, oldest first. Read-only: the
+    /// sinks read, the ingest loop — the only writer — deletes what every sink has settled.
+    pub fn outbox_after(&self, after: i64, kind: MessageKind, limit: usize) -> rusqlite::Result<OutboxRead> {
         let conn = self.conn();
+        // Read first: rows of other kinds up to here need no second look once the read is short.
+        let last: i64 =
+            conn.prepare_cached("SELECT coalesce(max(id), 0) FROM outbox")?.query_row([], |r| r.get(0))?;
         let mut stmt = conn.prepare_cached(
-            "SELECT id, sink, target, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, target, payload, created_ms FROM outbox WHERE id > ?1 AND id <= ?2 AND sink = ?3 \
+             ORDER BY id LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+        let rows = stmt.query_map(params![after, last, kind.as_str(), limit as i64], |r| {
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                kind,
+                target: r.get(1)?,
+                payload: r.get(2)?,
+                created_ms: r.get(3)?,
+                attempts: 0,
+            })
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, sink, target, payload) = row?;
-            match Sink::parse(&sink) {
-                Some(sink) => out.push(OutboxItem { id, sink, target, payload, attempts: 0 }),
-                None => warn!(id, sink, "Outbox message for an unknown sink; left in place"),
-            }
-        }
-        Ok(out)
+        let items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let scanned =
+            if items.len() == limit { items.last().map_or(after, |i| i.id) } else { last.max(after) };
+        Ok(OutboxRead { items, scanned })
     }
 
-    /// Deletes delivered messages, inside the caller's transaction.
-    pub fn delete_outbox(&self, ids: &[i64]) -> rusqlite::Result<()> {
+    /// Messages of `kind` above `after` and the creation time of the oldest of them: a sink's
+    /// queue.
+    pub fn outbox_pending(&self, after: i64, kind: MessageKind) -> rusqlite::Result<(u64, Option<i64>)> {
+        self.conn()
+            .prepare_cached("SELECT count(*), min(created_ms) FROM outbox WHERE id > ?1 AND sink = ?2")?
+            .query_row(params![after, kind.as_str()], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+    }
+
+    /// Every sink's cursor (see [`SqliteStore::settle_outbox`]).
+    pub fn sink_cursors(&self) -> rusqlite::Result<HashMap<String, i64>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-        for id in ids {
-            stmt.execute([id])?;
+        let mut stmt = conn.prepare_cached("SELECT sink, settled FROM sink_cursors")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Records how far each sink has settled the outbox and deletes the rows every sink of
+    /// `cursors` has settled, inside the caller's transaction. Cursors of sinks not named (no
+    /// longer configured) stay stored and hold nothing back.
+    pub fn settle_outbox(&self, cursors: &[(&str, i64)]) -> rusqlite::Result<()> {
+        if cursors.is_empty() {
+            return Ok(());
         }
+        let conn = self.conn();
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO sink_cursors (sink, settled) VALUES (?1, ?2) \
+             ON CONFLICT (sink) DO UPDATE SET settled = max(settled, excluded.settled)",
+        )?;
+        let mut stored = conn.prepare_cached("SELECT settled FROM sink_cursors WHERE sink = ?1")?;
+        let mut all = i64::MAX;
+        for (sink, settled) in cursors {
+            upsert.execute(params![sink, settled])?;
+            all = all.min(stored.query_row([sink], |r| r.get::<_, i64>(0))?);
+        }
+        conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([all])?;
         Ok(())
     }
 
@@ -509,20 +578,20 @@ impl SqliteStore {
     }
 
     /// A thread that checkpoints the WAL of this store every [`CHECKPOINT_EVERY`] on its own
-    /// connection (the writer has automatic checkpoints off), and once more when `stop` turns
-    /// true. A checkpoint copies the WAL into the database file and syncs it — several
+    /// connection (the writer has automatic checkpoints off), and once more when the shutdown
+    /// reaches its sinks' stage (after the ingest loop's last commit). A checkpoint copies the WAL into the database file and syncs it — several
     /// milliseconds at 10k readings/s on this machine's disk — so it runs on no thread that
     /// anything waits for (on the outbox thread it held every prediction back that long). After
     /// each one that copied everything it saw, the writer's [`SqliteStore::restart_wal`] has
     /// little left to do.
-    pub fn spawn_checkpointer(&self, stop: Arc<AtomicBool>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    pub fn spawn_checkpointer(&self, shutdown: Shutdown) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let store = SqliteStore::open(&self.path, self.durability)?;
         let wal = self.wal.clone();
         // Stops only when told: ending (or panicking) before that stops the process.
-        Ok(crate::worker::spawn("edgepm-checkpoint", stop.clone(), move || {
+        Ok(crate::worker::spawn("edgepm-checkpoint", shutdown.clone(), move || {
             let mut next = Instant::now() + CHECKPOINT_EVERY;
             loop {
-                let stopping = stop.load(Ordering::Relaxed);
+                let stopping = shutdown.reached(Stage::Sinks);
                 if stopping || Instant::now() >= next {
                     next = Instant::now() + CHECKPOINT_EVERY;
                     match store.checkpoint() {
@@ -978,9 +1047,14 @@ pub fn encode_channels(channels: &[(String, Samples)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + size);
     out.push(CHANNELS_FORMAT);
     for (name, s) in channels {
-        let name = &name.as_bytes()[..name.len().min(255)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
+        // The length is one byte: a longer name (telemetry does not limit them) is cut at the last
+        // character boundary within 255 bytes, so it still reads back as UTF-8.
+        let mut cut = name.len().min(255);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(cut as u8);
+        out.extend_from_slice(&name.as_bytes()[..cut]);
         match s {
             Samples::Scalar(x) => {
                 out.push(0);
@@ -1108,11 +1182,11 @@ mod tests {
     fn the_outbox_is_bounded_by_age_and_rows_and_says_what_it_dropped() {
         let (_d, s) = store();
         for i in 0..10 {
-            s.enqueue(Sink::Mqtt, "t", b"x", i * 1000).expect("enqueue");
+            s.enqueue(MessageKind::Publication, "t", b"x", i * 1000).expect("enqueue");
         }
         assert_eq!(s.bound_outbox(100, Some(3000)).expect("bound"), (3, 0), "created before 3 s");
         assert_eq!(s.bound_outbox(4, None).expect("bound"), (0, 3), "the oldest beyond 4 rows");
-        let left = s.outbox_after(0, 100).expect("read");
+        let left = s.outbox_after(0, MessageKind::Publication, 100).expect("read").items;
         assert_eq!(left.len(), 4);
         assert_eq!(s.bound_outbox(4, None).expect("bound"), (0, 0));
     }
@@ -1162,8 +1236,8 @@ mod tests {
     #[test]
     fn the_wal_restarts_after_the_writer_checkpoints_under_a_steady_stream_of_commits() {
         let (dir, s) = store();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = s.spawn_checkpointer(stop.clone()).expect("checkpointer");
+        let shutdown = Shutdown::new();
+        let thread = s.spawn_checkpointer(shutdown.clone()).expect("checkpointer");
         let commit = |ts: i64| {
             s.begin().expect("begin");
             for device in 0..20 {
@@ -1212,7 +1286,7 @@ mod tests {
         assert!(after > 0 && after < log, "the WAL restarted: {after} frames after, {log} before");
         // Reused from its start (or truncated to `journal_size_limit` when it grew past it).
         assert!(wal_len() <= grown, "the file did not grow: {} then {grown} bytes", wal_len());
-        stop.store(true, Ordering::Relaxed);
+        shutdown.advance(Stage::Sinks);
         thread.join().expect("join");
     }
 
@@ -1261,14 +1335,75 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_is_read_in_order_after_a_cursor_and_emptied_by_deletion() {
+    fn the_outbox_is_read_by_kind_after_a_cursor_and_emptied_by_the_sinks_cursors() {
         let (_d, s) = store();
-        s.enqueue(Sink::Mqtt, "a/b", b"1", 0).expect("enqueue");
-        s.enqueue(Sink::Email, "x.eml", b"2", 0).expect("enqueue");
-        let all = s.outbox_after(0, 10).expect("read");
-        assert_eq!(all.iter().map(|i| i.sink).collect::<Vec<_>>(), vec![Sink::Mqtt, Sink::Email]);
-        assert_eq!(s.outbox_after(all[0].id, 10).expect("read").len(), 1, "after the cursor only");
-        s.delete_outbox(&[all[0].id]).expect("delete");
+        s.enqueue(MessageKind::Publication, "a/b", b"1", 10).expect("enqueue");
+        s.enqueue(MessageKind::Email, "x.eml", b"2", 20).expect("enqueue");
+        s.enqueue(MessageKind::Publication, "a/c", b"3", 30).expect("enqueue");
+        let read = s.outbox_after(0, MessageKind::Publication, 10).expect("read");
+        assert_eq!(read.items.iter().map(|i| i.target.as_str()).collect::<Vec<_>>(), vec!["a/b", "a/c"]);
+        assert_eq!(read.scanned, read.items[1].id, "a short read looked at everything");
+        let first = s.outbox_after(0, MessageKind::Publication, 1).expect("read");
+        assert_eq!(first.scanned, first.items[0].id, "a full read only as far as its last row");
+        let mail = s.outbox_after(0, MessageKind::Email, 10).expect("read");
+        assert_eq!(mail.items.len(), 1);
+        assert_eq!(mail.items[0].created_ms, 20);
+        assert_eq!(s.outbox_after(read.scanned, MessageKind::Email, 10).expect("read").items.len(), 0);
+        assert_eq!(s.outbox_pending(0, MessageKind::Publication).expect("pending"), (2, Some(10)));
+
+        // The publications' sink settled everything, the e-mails' sink nothing yet: the rows
+        // before the e-mail go, the rest waits for it.
+        s.settle_outbox(&[("mqtt", read.scanned), ("email_files", 0)]).expect("settle");
+        assert_eq!(s.outbox_depth().expect("depth"), 3, "nothing below the lowest cursor");
+        s.settle_outbox(&[("mqtt", read.scanned), ("email_files", mail.items[0].id)]).expect("settle");
         assert_eq!(s.outbox_depth().expect("depth"), 1);
+        assert_eq!(s.outbox_pending(0, MessageKind::Publication).expect("pending"), (1, Some(30)));
+        s.settle_outbox(&[("mqtt", 0), ("email_files", read.scanned)]).expect("settle");
+        let cursors = s.sink_cursors().expect("cursors");
+        assert_eq!(cursors["mqtt"], read.scanned, "a cursor never goes back");
+        assert_eq!(s.outbox_depth().expect("depth"), 0);
+    }
+
+    #[test]
+    fn a_reader_sees_every_commit_and_cannot_write() {
+        let (dir, s) = store();
+        let reader = SqliteStore::open_reader(&dir.path().join("edgepm.db")).expect("reader");
+        s.enqueue(MessageKind::Publication, "a/b", b"1", 0).expect("enqueue");
+        assert_eq!(reader.outbox_depth().expect("depth"), 1, "committed outside a transaction");
+        s.begin().expect("begin");
+        s.enqueue(MessageKind::Publication, "a/b", b"2", 0).expect("enqueue");
+        assert_eq!(reader.outbox_depth().expect("depth"), 1, "not before the commit");
+        s.commit().expect("commit");
+        assert_eq!(reader.outbox_depth().expect("depth"), 2);
+        let e = reader.enqueue(MessageKind::Publication, "a/b", b"3", 0).expect_err("read-only");
+        assert!(e.to_string().contains("readonly") || e.to_string().contains("read-only"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn channels_read_back_as_written(
+            channels in proptest::collection::vec(
+                ("\\PC{0,300}", proptest::option::of(proptest::collection::vec(proptest::num::f32::ANY, 0..64)), proptest::num::f32::ANY),
+                0..6,
+            )
+        ) {
+            let channels: Vec<(String, Samples)> = channels
+                .into_iter()
+                .map(|(name, burst, x)| (name, burst.map_or(Samples::Scalar(x), Samples::Burst)))
+                .collect();
+            let back = decode_channels(&encode_channels(&channels)).expect("reads back");
+            proptest::prop_assert_eq!(back.len(), channels.len());
+            for ((name, samples), (name_back, samples_back)) in channels.iter().zip(&back) {
+                // Names longer than 255 bytes come back cut at a character boundary.
+                proptest::prop_assert!(name.starts_with(name_back.as_str()));
+                proptest::prop_assert!(name_back.len() == name.len() || (name.len() > 255 && name_back.len() > 251));
+                let bits = |s: &Samples| match s {
+                    Samples::Scalar(x) => vec![x.to_bits()],
+                    Samples::Burst(xs) => xs.iter().map(|x| x.to_bits()).collect(),
+                };
+                proptest::prop_assert_eq!(matches!(samples, Samples::Scalar(_)), matches!(samples_back, Samples::Scalar(_)));
+                proptest::prop_assert_eq!(bits(samples), bits(samples_back));
+            }
+        }
     }
 }

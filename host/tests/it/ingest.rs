@@ -5,6 +5,7 @@
 use crate::support::{self, Deployment};
 use edgepm::ingest::{Ingestor, Limits, Message, WindowBudget};
 use edgepm::metrics::Metrics;
+use edgepm::outbox::Router;
 use edgepm::plugins::PluginHost;
 use edgepm::store::{Durability, SqliteStore};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// `n` canonical telemetry messages of `device`, one a second, ending a minute ago.
 fn readings(device: &str, n: usize, wear: f32) -> Vec<Message> {
-    let end = edgepm::outbox::now_ms() - 60_000;
+    let end = edgepm::clock::now_ms() - 60_000;
     let w = support::window("acme", device, n, end, wear);
     (0..n)
         .map(|i| {
@@ -47,7 +48,7 @@ fn host() -> Host {
     let db = d.root.path().join("edgepm.db");
     let store = Arc::new(SqliteStore::open(&db, Durability::Normal).expect("store"));
     let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
-    let ingestor = Ingestor::new(host.clone(), store, Limits::default(), 8);
+    let ingestor = Ingestor::new(host.clone(), store, Router::new(host.clone()), Limits::default(), 8);
     Host { _d: d, host, ingestor, db }
 }
 
@@ -87,7 +88,7 @@ fn windows_ready_together_are_scored_in_one_model_call_with_the_same_results() {
     let stream: Vec<Message> = failing.into_iter().zip(healthy).flat_map(|(a, b)| [a, b]).collect();
 
     let mut together = host();
-    let report = together.ingestor.process(&stream, &[], edgepm::outbox::now_ms()).expect("batch");
+    let report = together.ingestor.process(&stream, &[], edgepm::clock::now_ms()).expect("batch");
     assert_eq!((report.readings, report.windows, report.predictions), (96, 6, 6));
     let metrics = together.host.metrics().encode();
     let batched = support::metric(&metrics, "edgepm_model_batched_rows_total", &[("tenant", "acme")]);
@@ -95,7 +96,7 @@ fn windows_ready_together_are_scored_in_one_model_call_with_the_same_results() {
 
     let mut one_by_one = host();
     for m in &stream {
-        one_by_one.ingestor.process(std::slice::from_ref(m), &[], edgepm::outbox::now_ms()).expect("batch");
+        one_by_one.ingestor.process(std::slice::from_ref(m), &[], edgepm::clock::now_ms()).expect("batch");
     }
     let metrics = one_by_one.host.metrics().encode();
     assert_eq!(support::metric(&metrics, "edgepm_model_batched_rows_total", &[("tenant", "acme")]), 0.0);
@@ -118,7 +119,7 @@ fn windows_ready_together_are_scored_in_one_model_call_with_the_same_results() {
 fn window_states_of_devices_silent_for_long_are_evicted_and_rebuilt_without_loss() {
     let _timing = support::shared();
     let mut h = host();
-    let now = edgepm::outbox::now_ms();
+    let now = edgepm::clock::now_ms();
     let (a, b) = (readings("MTR-A", 40, 0.0), readings("MTR-B", 40, 0.0));
     h.ingestor.process(&a[..20], &[], now).expect("batch");
     h.ingestor.process(&b[..20], &[], now).expect("batch");
@@ -144,7 +145,7 @@ fn window_states_of_devices_silent_for_long_are_evicted_and_rebuilt_without_loss
 fn readings_of_a_tenant_not_deployed_yet_are_parked_and_replayed_once_it_is() {
     let _timing = support::shared();
     let mut h = host();
-    let now = edgepm::outbox::now_ms();
+    let now = edgepm::clock::now_ms();
     let ghost: Vec<Message> = readings("MTR-G", 40, 0.0)
         .into_iter()
         .map(|m| Message { topic: m.topic.replace("edgepm/acme/", "edgepm/ghost/"), ..m })
@@ -172,7 +173,8 @@ fn budgeted(db: &std::path::Path, d: &Deployment, max_deferred: usize) -> (Arc<P
     let store = Arc::new(SqliteStore::open(db, Durability::Normal).expect("store"));
     let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
     let budget = WindowBudget { per_batch: Some(Duration::from_millis(30)), max_deferred };
-    let ingestor = Ingestor::new(host.clone(), store, Limits::default(), 8).with_budget(budget);
+    let ingestor = Ingestor::new(host.clone(), store, Router::new(host.clone()), Limits::default(), 8)
+        .with_budget(budget);
     (host, ingestor)
 }
 
@@ -206,7 +208,7 @@ fn a_tenant_past_its_budget_waits_for_later_batches_and_loses_no_window_across_a
         batch.extend(of_tenant(tenant, &readings("MTR-1", 48, 3.0)));
         batch.extend(of_tenant(tenant, &readings("MTR-2", 48, 0.0)));
     }
-    let now = edgepm::outbox::now_ms();
+    let now = edgepm::clock::now_ms();
     let d = slow_and_fast();
     let db = d.root.path().join("edgepm.db");
     let (host, mut ingestor) = budgeted(&db, &d, 10_000);
@@ -237,7 +239,7 @@ fn a_tenant_past_its_budget_waits_for_later_batches_and_loses_no_window_across_a
     let reference_db = reference.root.path().join("edgepm.db");
     let store = Arc::new(SqliteStore::open(&reference_db, Durability::Normal).expect("store"));
     let rhost = PluginHost::open(reference.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
-    let mut unlimited = Ingestor::new(rhost, store, Limits::default(), 8);
+    let mut unlimited = Ingestor::new(rhost.clone(), store, Router::new(rhost), Limits::default(), 8);
     unlimited.process(&batch, &[], now).expect("batch");
     let (got, want) = (scored(&db), scored(&reference_db));
     assert_eq!(got.len(), 12);
@@ -256,7 +258,7 @@ fn a_tenant_that_cannot_keep_up_sheds_its_oldest_windows_counted() {
     let d = slow_and_fast();
     let db = d.root.path().join("edgepm.db");
     let (host, mut ingestor) = budgeted(&db, &d, 1);
-    let now = edgepm::outbox::now_ms();
+    let now = edgepm::clock::now_ms();
     let report = ingestor.process(&batch, &[], now).expect("batch");
     // One or two windows ran, one waits, the rest were shed.
     let ran = report.predictions;

@@ -13,7 +13,7 @@ pub const TENANT_TOML: &str = "threshold = 0.8\nmodel = \"default\"\nhop = 1\n\
     [alerts]\nemail = [\"maint@plant.example\"]\n[settings]\nwindow_size = 4\nlanguage = \"pt\"\n";
 
 fn now_ms() -> i64 {
-    edgepm::outbox::now_ms()
+    edgepm::clock::now_ms()
 }
 
 /// `n` canonical payloads of a motor, one per 100 ms ending a minute ago: a healthy one, or one
@@ -75,7 +75,7 @@ fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
     let bad = find("edgepm/acme/MTR-042/prediction");
     assert_eq!((ok.len(), bad.len()), (1, 1), "one prediction per window: {msgs:?}");
     let last_ts = json(&failing[3])["ts"].as_i64().expect("ts");
-    assert_eq!(bad[0]["timestamp"], edgepm::outbox::messages::rfc3339(last_ts));
+    assert_eq!(bad[0]["timestamp"], edgepm::clock::rfc3339(last_ts));
     assert_eq!(bad[0]["is_failure"], true);
     assert!(bad[0]["probability"].as_f64().expect("p") > 0.8, "{}", bad[0]);
     assert_eq!(ok[0]["is_failure"], false);
