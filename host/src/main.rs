@@ -54,13 +54,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // The embedded broker of `edgepm demo` (rumqttd) logs every client's normal DISCONNECT as an
-    // error ("router-drop"): its connection logs are off unless RUST_LOG asks for them. The
-    // host's own MQTT sessions report their connection problems themselves.
+    // The embedded broker of `edgepm demo` (rumqttd 0.20) logs every client's normal DISCONNECT
+    // as an error, twice: "router-drop" in its server and "no-connection id N is already gone" in
+    // its router (a DISCONNECT packet followed by the closed socket reaches the router as two
+    // disconnections). Its connection and routing logs are off unless RUST_LOG asks for them;
+    // the host's own MQTT sessions report their connection problems themselves.
+    const DEFAULT_FILTER: &str =
+        "info,cranelift=warn,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off";
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cranelift=warn,rumqttd=warn,rumqttd::server::broker=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
