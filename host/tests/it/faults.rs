@@ -154,8 +154,9 @@ fn a_tenant_whose_valid_policy_is_slow_slows_only_itself() {
     let _timing = support::exclusive();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
-    // 40 ms per window, under the 50 ms deadline: nothing fails, nothing is quarantined.
-    let a_toml = format!("{TENANT_TOML}chaos = \"slow\"\nchaos_ms = 40\n");
+    // 40 ms per window, well under a's deadline: nothing fails, nothing is quarantined (at the
+    // default 50 ms a loaded CI machine pushed a 40 ms call over it; 250 ms keeps it valid).
+    let a_toml = format!("{TENANT_TOML}chaos = \"slow\"\nchaos_ms = 40\n[limits]\ndeadline_ms = 250\n");
     let data = data_dir_with_tenant(root.path(), "a", &a_toml);
     deploy(&data, "a", "policy.wasm", support::CHAOS_POLICY);
     data_dir_with_tenant(root.path(), "b", TENANT_TOML);

@@ -65,7 +65,10 @@ fn broken_and_hostile_versions_are_rejected_at_load() {
         if !chaos_mode.is_empty() {
             // Misbehave on every device, the smoke call's included. Wait until the new settings
             // are live (the good version ignores them) before deploying the plugin.
-            let toml = format!("model = \"bearing\"\n[settings]\nchaos = \"{chaos_mode}\"\n");
+            // The memory bomb gets a generous deadline: on a loaded machine filling 32 MiB can
+            // take longer than 50 ms, and then the deadline stops it before the memory cap does.
+            let limits = if chaos_mode == "oom" { "[limits]\ndeadline_ms = 2000\n" } else { "" };
+            let toml = format!("model = \"bearing\"\n{limits}[settings]\nchaos = \"{chaos_mode}\"\n");
             d.deploy("a", "tenant.toml", toml.as_bytes());
             support::wait_until(Duration::from_secs(5), || {
                 host.tenant("a").and_then(|p| p.config.lookup("chaos")).as_deref() == Some(chaos_mode)
