@@ -5,6 +5,8 @@
 
 use crate::support::broker::Mosquitto;
 use crate::support::wait_until;
+
+// A new store numbers its outbox rows 1..=n: the last id is the number of rows.
 use edgepm::ingest::mqtt::{MqttConfig, client};
 use edgepm::metrics::Metrics;
 use edgepm::shutdown::{Shutdown, Stage};
@@ -123,11 +125,6 @@ impl Sinks {
     }
 }
 
-/// The ids the outbox gave its rows (1..=n in a new store).
-fn last_id(n: i64) -> i64 {
-    n
-}
-
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn publications_wait_for_acknowledgements_and_survive_a_broker_that_dies() {
@@ -151,7 +148,7 @@ fn publications_wait_for_acknowledgements_and_survive_a_broker_that_dies() {
     // It dies (its connections are reset) and another broker comes up on the same port.
     broker.kill9();
     let _broker = Mosquitto::start_on(port, "");
-    let all = wait_until(Duration::from_secs(30), || sinks.cursor("mqtt") == last_id(N));
+    let all = wait_until(Duration::from_secs(30), || sinks.cursor("mqtt") == (N));
     assert!(all.is_some(), "delivered up to {} of {N} after the broker came back", sinks.cursor("mqtt"));
     assert!(
         sinks.metric("edgepm_outbox_failures_total", "mqtt") >= 1.0,
@@ -264,7 +261,7 @@ fn a_connection_lost_mid_stream_loses_no_outbox_row() {
             settled,
             "round {round}: nothing settled without its acknowledgement"
         );
-        assert!(settled < last_id(N), "round {round}: in the middle of the stream");
+        assert!(settled < (N), "round {round}: in the middle of the stream");
         proxy.cut();
         proxy.hold.store(false, Ordering::Relaxed);
         assert!(
@@ -273,7 +270,7 @@ fn a_connection_lost_mid_stream_loses_no_outbox_row() {
         );
     }
 
-    let all = wait_until(Duration::from_secs(60), || sinks.cursor("mqtt") == last_id(N));
+    let all = wait_until(Duration::from_secs(60), || sinks.cursor("mqtt") == (N));
     assert!(all.is_some(), "settled up to {} of {N} after the reconnections", sinks.cursor("mqtt"));
     assert!(sinks.metric("edgepm_outbox_retried_total", "mqtt") >= 1.0, "the lost publications were retried");
     // Every row the sink settled reached the independent subscriber (some twice: at least once).
@@ -307,16 +304,16 @@ fn a_broker_that_never_answers_does_not_hold_back_the_e_mail_files_or_the_messag
     let mail = files.join("mail");
     let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
     let written = wait_until(Duration::from_secs(5), || {
-        count(&mail) == EMAILS as usize && sinks.cursor("message_log") == last_id(N + EMAILS)
+        count(&mail) == EMAILS as usize && sinks.cursor("message_log") == (N + EMAILS)
     });
     assert!(
         written.is_some(),
         "with the broker frozen: {} of {EMAILS} e-mail files, message log settled up to {} of {}",
         count(&mail),
         sinks.cursor("message_log"),
-        last_id(N + EMAILS)
+        (N + EMAILS)
     );
-    let settled = wait_until(Duration::from_secs(5), || sinks.cursor("email_files") == last_id(N + EMAILS));
+    let settled = wait_until(Duration::from_secs(5), || sinks.cursor("email_files") == (N + EMAILS));
     assert!(settled.is_some(), "the e-mail sink settled its rows: {}", sinks.cursor("email_files"));
     assert_eq!(sinks.cursor("mqtt"), 0, "the frozen broker acknowledged nothing");
     let lines = std::fs::read_to_string(files.join("mqtt.jsonl")).expect("message log").lines().count();
