@@ -167,6 +167,13 @@ impl Limits {
     }
 }
 
+/// `+` and 8 to 15 digits, the first not 0: the form SNS sends SMS to.
+fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|d| {
+        (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    })
+}
+
 impl TenantConfig {
     /// Reads and validates `path`; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<TenantConfig, String> {
@@ -228,6 +235,18 @@ impl TenantConfig {
                 problems.push(format!("model name {name:?} must be a plain folder name"));
             }
         }
+        for address in &self.alerts.email {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                problems.push(format!("alerts.email {address:?} is not an e-mail address"));
+            }
+        }
+        for number in &self.alerts.sms {
+            if !is_e164(number) {
+                problems.push(format!(
+                    "alerts.sms {number:?} is not a phone number in E.164 form (+5511999990000)"
+                ));
+            }
+        }
         for (key, value) in &self.settings {
             if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
                 problems.push(format!("settings.{key} must be a string, number or boolean"));
@@ -266,6 +285,26 @@ mod tests {
         .unwrap();
         let problems = c.validate().unwrap_err();
         assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn alert_recipients_are_checked_when_the_tenant_loads() {
+        let c: TenantConfig = toml::from_str(
+            "[alerts]\nemail = [\"maint@plant.example\", \"Ops <ops@plant.example>\", \"maint\"]\n\
+             sms = [\"+5511999990000\", \"011 9999\", \"+0123456789\"]",
+        )
+        .unwrap();
+        let problems = c.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("\"maint\" is not an e-mail address"), "{problems:?}");
+        assert!(problems[1].contains("\"011 9999\""), "{problems:?}");
+        for bad in ["", "maint@", "a@b@c", "maint@plant.example\r\nBcc: x@y.z"] {
+            let c = TenantConfig {
+                alerts: AlertTargets { email: vec![bad.into()], sms: vec![] },
+                ..TenantConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{BatchReport, Ingestor};
 use crate::clock::now_ms;
 use crate::health::Part;
 use crate::shutdown::{Shutdown, Stage};
-use crate::store::{Settled, SqliteStore, StoreGone, Waker, WalSync};
+use crate::store::{OutboxBound, Settled, SqliteStore, StoreGone, Waker, WalSync};
 use anyhow::Context as _;
 use rumqttc::AsyncClient;
 use std::sync::Arc;
@@ -245,9 +245,6 @@ impl IngestLoop {
         *next = Instant::now() + DISK_CHECK_EVERY;
         self.check_disk();
         self.bound_outbox();
-        if let Ok(n) = self.store.outbox_depth() {
-            self.metrics.outbox_depth.set(n.min(i64::MAX as u64) as i64);
-        }
         match self.ingestor.replay_parked(now_ms()) {
             Ok(0) => {}
             Ok(n) => {
@@ -259,13 +256,17 @@ impl IngestLoop {
     }
 
     /// Drops what exceeds the outbox's bounds — the one explicit drop policy for undelivered
-    /// messages: logged and counted, never silent.
+    /// messages: logged and counted, never silent. Sets the outbox depth gauge from what is left.
     fn bound_outbox(&self) {
         let oldest = (self.outbox_max_age_days > 0)
             .then(|| now_ms() - i64::from(self.outbox_max_age_days) * 86_400_000);
         match self.store.bound_outbox(self.outbox_max_rows, oldest) {
-            Ok((0, 0)) => {}
-            Ok((aged, rows)) => {
+            Ok(bound) => {
+                self.metrics.outbox_depth.set(bound.left.min(i64::MAX as u64) as i64);
+                let OutboxBound { aged, rows, .. } = bound;
+                if aged == 0 && rows == 0 {
+                    return;
+                }
                 self.metrics.outbox_dropped("age").inc_by(aged);
                 self.metrics.outbox_dropped("rows").inc_by(rows);
                 warn!(

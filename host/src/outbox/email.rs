@@ -1,15 +1,20 @@
-//! Alert e-mails as RFC 5322 messages (UTF-8 subject as RFC 2047 encoded words, UTF-8 body,
-//! CRLF line endings), written as `.eml` files a mail relay or a person can pick up. The same
-//! rendering would feed an SMTP or SES sink.
+//! Alert e-mails as RFC 5322 messages, rendered by `lettre`'s builder: addresses validated,
+//! headers folded, a UTF-8 subject as RFC 2047 encoded words, a UTF-8 body sent as 8bit with CRLF
+//! line endings. They are written as `.eml` files a mail relay or a person can pick up; the same
+//! bytes are what an SES sink sends as a raw message.
 
 use crate::pipeline::WindowOutcome;
 use crate::types::{Alert, Severity};
-use base64::Engine as _;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc2822;
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, Message};
+use std::time::{Duration, UNIX_EPOCH};
+use tracing::warn;
 
 /// Sender of alert e-mails.
 pub const FROM: &str = "edgepm <edgepm@localhost>";
+/// [`FROM`]'s address.
+const FROM_ADDRESS: &str = "edgepm@localhost";
 /// Longest body line before it is wrapped (RFC 5322 allows 998 octets).
 const MAX_LINE: usize = 900;
 
@@ -24,80 +29,83 @@ pub struct Email {
 }
 
 /// Renders alert number `index` of a window's decision, addressed to `to` (the tenant's
-/// `[alerts] email` list; none gives `undisclosed-recipients:;`).
+/// `[alerts] email` list, validated when the tenant was loaded (`config`): an address that does
+/// not parse is left out with a warning; none gives `undisclosed-recipients:;`).
 pub fn render(o: &WindowOutcome, index: usize, alert: &Alert, to: &[String], now_ms: i64) -> Email {
-    let date = OffsetDateTime::from_unix_timestamp_nanos(now_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc2822).ok())
-        .unwrap_or_default();
-    let to = if to.is_empty() { "undisclosed-recipients:;".to_string() } else { to.join(", ") };
     let severity = match alert.severity {
         Severity::Info => "info",
         Severity::Warning => "warning",
         Severity::Critical => "critical",
     };
-    let mut m = String::new();
-    let mut header = |name: &str, value: &str| {
-        m.push_str(name);
-        m.push_str(": ");
-        m.push_str(&value.replace(['\r', '\n'], " "));
-        m.push_str("\r\n");
-    };
-    header("From", FROM);
-    header("To", &to);
-    m.push_str("Subject: ");
-    m.push_str(&encode_subject(&alert.subject));
-    m.push_str("\r\n");
-    let mut header = |name: &str, value: &str| {
-        m.push_str(name);
-        m.push_str(": ");
-        m.push_str(&value.replace(['\r', '\n'], " "));
-        m.push_str("\r\n");
-    };
-    header("Date", &date);
-    header("Message-ID", &format!("<{}.{}.{}.{}@edgepm>", o.end_ms, index, o.device, o.tenant));
-    header("MIME-Version", "1.0");
-    header("Content-Type", "text/plain; charset=UTF-8");
-    header("Content-Transfer-Encoding", "8bit");
-    header("X-Edgepm-Tenant", &o.tenant);
-    header("X-Edgepm-Device", &o.device);
-    header("X-Edgepm-Severity", severity);
-    header("X-Edgepm-Probability", &format!("{:.4}", o.score.probability));
-    m.push_str("\r\n");
-    for line in alert.body.lines() {
-        for piece in wrap(line, MAX_LINE) {
-            m.push_str(piece);
-            m.push_str("\r\n");
+    let mut b = Message::builder()
+        .from(FROM.parse().expect("the sender is a valid mailbox"))
+        .subject(alert.subject.replace(['\r', '\n'], " "))
+        .date(UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64))
+        .message_id(Some(message_id(o, index)))
+        .header(ContentType::TEXT_PLAIN);
+    let mut recipients = 0;
+    for address in to {
+        match address.parse::<Mailbox>() {
+            Ok(m) => {
+                b = b.to(m);
+                recipients += 1;
+            }
+            Err(_) => warn!(tenant = %o.tenant, address, "Not an e-mail address; left out of the alert"),
         }
     }
+    if recipients == 0 {
+        // No visible recipient: the empty group, and an envelope to the sender (lettre wants one).
+        b = b.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("To"),
+            "undisclosed-recipients:;".into(),
+        ));
+        let sender: lettre::Address = FROM_ADDRESS.parse().expect("the sender is a valid address");
+        b = b.envelope(
+            Envelope::new(Some(sender.clone()), vec![sender]).expect("an envelope with a recipient"),
+        );
+    }
+    for (name, value) in [
+        ("X-Edgepm-Tenant", o.tenant.clone()),
+        ("X-Edgepm-Device", o.device.clone()),
+        ("X-Edgepm-Severity", severity.to_string()),
+        ("X-Edgepm-Probability", format!("{:.4}", o.score.probability)),
+    ] {
+        b = b.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str(name), value));
+    }
+    // 8bit keeps the text readable in the file. lettre would only take 8bit for lines under 76
+    // bytes (and pick quoted-printable or base64 otherwise); RFC 5322 and 2045 allow 998, and
+    // `body_text` guarantees CRLF endings, lines of at most 900 bytes and no NUL.
+    let body =
+        Body::dangerous_pre_encoded(body_text(&alert.body).into_bytes(), ContentTransferEncoding::EightBit);
+    let message = match b.body(body) {
+        Ok(m) => String::from_utf8_lossy(&m.formatted()).into_owned(),
+        // Only a message without sender or recipients fails to build: both are always set.
+        Err(e) => unreachable!("alert e-mail: {e}"),
+    };
     let file_name = format!("{}+{}+{}+{}.eml", o.end_ms, o.tenant, o.device, index);
-    Email { file_name, message: m }
+    Email { file_name, message }
 }
 
-/// The subject as plain ASCII when it is, else as RFC 2047 `B` encoded words of at most 75
-/// characters, folded one per line; characters are never split across words.
-pub fn encode_subject(subject: &str) -> String {
-    let subject = subject.replace(['\r', '\n'], " ");
-    if subject.is_ascii() && subject.len() <= 900 {
-        return subject;
-    }
-    const MAX_BYTES: usize = 45; // 60 base64 characters + "=?UTF-8?B?" + "?=" = 72
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in subject.chars() {
-        if chunk.len() + c.len_utf8() > MAX_BYTES {
-            words.push(std::mem::take(&mut chunk));
+/// `<end_ms+index+tenant+device@edgepm>` as a valid dot-atom: names are letters, digits, `-`,
+/// `_` and `.`, and a `.` may not lead, end or double in a dot-atom, so it becomes `=` (in no
+/// name: the id stays unique).
+fn message_id(o: &WindowOutcome, index: usize) -> String {
+    let atom = |name: &str| name.replace('.', "=");
+    format!("<{}+{}+{}+{}@edgepm>", o.end_ms, index, atom(&o.tenant), atom(&o.device))
+}
+
+/// The body with CRLF line endings (a bare CR or LF ends a line too), lines of at most
+/// [`MAX_LINE`] bytes cut on character boundaries, and no NUL.
+fn body_text(body: &str) -> String {
+    let body = body.replace('\0', "");
+    let mut out = String::with_capacity(body.len() + 16);
+    for line in body.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
+        for piece in wrap(line, MAX_LINE) {
+            out.push_str(piece);
+            out.push_str("\r\n");
         }
-        chunk.push(c);
     }
-    if !chunk.is_empty() {
-        words.push(chunk);
-    }
-    words
-        .iter()
-        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
-        .collect::<Vec<_>>()
-        .join("\r\n ")
+    out
 }
 
 /// Splits `line` into pieces of at most `max` bytes on character boundaries.
@@ -119,32 +127,10 @@ fn wrap(line: &str, max: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MessageParser;
 
-    fn decode_subject(encoded: &str) -> String {
-        encoded
-            .split("\r\n ")
-            .map(|w| {
-                let b64 =
-                    w.strip_prefix("=?UTF-8?B?").and_then(|w| w.strip_suffix("?=")).expect("encoded word");
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
-                String::from_utf8(bytes).expect("each word is whole UTF-8")
-            })
-            .collect()
-    }
-
-    #[test]
-    fn utf8_subjects_become_short_encoded_words_that_decode_back() {
-        let s = "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042 (manutenção preditiva)";
-        let e = encode_subject(s);
-        assert!(e.is_ascii());
-        assert!(e.split("\r\n ").all(|w| w.len() <= 75), "{e}");
-        assert_eq!(decode_subject(&e), s);
-        assert_eq!(encode_subject("plain"), "plain");
-    }
-
-    #[test]
-    fn file_names_of_tenants_and_devices_that_share_a_prefix_do_not_collide() {
-        let outcome = |tenant: &str, device: &str| WindowOutcome {
+    fn outcome(tenant: &str, device: &str) -> WindowOutcome {
+        WindowOutcome {
             tenant: tenant.into(),
             device: device.into(),
             end_ms: 1_743_849_000_000,
@@ -152,8 +138,59 @@ mod tests {
             score: crate::types::Score { probability: 0.9, model: "m".into(), contributions: vec![] },
             decision: crate::types::Decision { is_failure: true, alerts: vec![] },
             versions: Default::default(),
-        };
-        let alert = Alert { severity: Severity::Critical, subject: "s".into(), body: "b".into() };
+        }
+    }
+
+    fn alert(subject: &str, body: &str) -> Alert {
+        Alert { severity: Severity::Critical, subject: subject.into(), body: body.into() }
+    }
+
+    #[test]
+    fn an_alert_e_mail_reads_back_as_written_in_a_mail_parser() {
+        let subject = "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042 (manutenção preditiva)";
+        let body = "Probabilidade de falha: 90 %\nlinha com\rCR solto\r\n".to_string() + &"é".repeat(1000);
+        let to: Vec<String> = (0..30).map(|i| format!("técnico {i} <maint{i}@plant.example>")).collect();
+        let mail = render(&outcome("acme", "..MTR.042."), 0, &alert(subject, &body), &to, 1_743_849_000_000);
+        let raw = mail.message.as_bytes();
+
+        assert!(mail.message.split("\r\n").all(|l| l.len() <= 998), "no line over RFC 5322's limit");
+        assert!(!mail.message.replace("\r\n", "").contains(['\r', '\n']), "CRLF only");
+        let headers = &mail.message[..mail.message.find("\r\n\r\n").expect("header end")];
+        assert!(headers.is_ascii(), "headers are ASCII (RFC 2047)");
+        // lettre folds at about 76 characters and may run past 78 (RFC 5322's "should") by a word.
+        assert!(headers.split("\r\n").all(|l| l.len() <= 100), "folded: {headers}");
+        let to_lines = headers.split("\r\n").skip_while(|l| !l.starts_with("To: ")).skip(1);
+        assert!(to_lines.take_while(|l| l.starts_with(' ')).count() >= 10, "30 recipients fold: {headers}");
+        assert!(mail.message.contains("\r\nContent-Transfer-Encoding: 8bit\r\n"), "readable in the file");
+
+        let parsed = MessageParser::default().parse(raw).expect("parses");
+        assert_eq!(parsed.subject(), Some(subject));
+        let rcpt = parsed.to().expect("To").iter().collect::<Vec<_>>();
+        assert_eq!(rcpt.len(), 30);
+        assert_eq!(rcpt[7].address(), Some("maint7@plant.example"));
+        assert_eq!(rcpt[7].name(), Some("técnico 7"));
+        assert_eq!(parsed.from().and_then(|f| f.first()).and_then(|a| a.address()), Some("edgepm@localhost"));
+        assert_eq!(parsed.message_id(), Some("1743849000000+0+acme+==MTR=042=@edgepm"));
+        assert_eq!(parsed.date().map(|d| d.to_timestamp()), Some(1_743_849_000));
+        assert_eq!(parsed.header_raw("X-Edgepm-Device").map(str::trim), Some("..MTR.042."));
+        let text = parsed.body_text(0).expect("text body");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(&lines[..3], &["Probabilidade de falha: 90 %", "linha com", "CR solto"]);
+        assert_eq!(lines[3..].concat(), "é".repeat(1000), "a long line wrapped, nothing lost");
+    }
+
+    #[test]
+    fn an_address_that_does_not_parse_is_left_out() {
+        let to = ["maint@plant.example".to_string(), "not an address".to_string()];
+        let mail = render(&outcome("a", "b"), 0, &alert("s", "b"), &to, 0);
+        assert!(mail.message.contains("\r\nTo: maint@plant.example\r\n"), "{}", mail.message);
+        let none = render(&outcome("a", "b"), 0, &alert("s", "b"), &[], 0);
+        assert!(none.message.contains("\r\nTo: undisclosed-recipients:;\r\n"), "{}", none.message);
+    }
+
+    #[test]
+    fn file_names_of_tenants_and_devices_that_share_a_prefix_do_not_collide() {
+        let alert = alert("s", "b");
         let a = render(&outcome("a", "b-c"), 0, &alert, &[], 0);
         let b = render(&outcome("a-b", "c"), 0, &alert, &[], 0);
         assert_ne!(a.file_name, b.file_name);

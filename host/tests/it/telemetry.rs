@@ -101,7 +101,8 @@ fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
     let file = std::fs::read_dir(&emails).expect("dir").filter_map(Result::ok).next().expect("file").path();
     let email = std::fs::read_to_string(&file).expect("e-mail");
     assert!(email.contains("\r\nTo: maint@plant.example\r\n"), "{email}");
-    assert!(email.contains("\r\nSubject: =?UTF-8?B?"), "RFC 2047 subject: {email}");
+    // RFC 2047: charset and encoding are case-insensitive (lettre writes `=?utf-8?b?`).
+    assert!(email.to_ascii_lowercase().contains("\r\nsubject: =?utf-8?b?"), "RFC 2047 subject: {email}");
     assert!(email.contains("X-Edgepm-Device: MTR-042"), "{email}");
     assert!(email.contains("Probabilidade de falha"), "{email}");
     let log = std::fs::read_to_string(data.join("logs/mqtt_messages.jsonl")).expect("message log");
