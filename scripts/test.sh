@@ -18,6 +18,23 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! comman
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null; }
 fi
 
+# The cloud side, local: moto server (AWS APIs) in a virtualenv of its own, InfluxDB 1.x and
+# VictoriaMetrics (it takes InfluxDB's v2 writes) from Debian. The tests start them on free ports.
+if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then
+  echo "installing influxdb and victoria-metrics" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq influxdb victoria-metrics >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq influxdb victoria-metrics >/dev/null; }
+fi
+moto_venv=${EDGEPM_MOTO_VENV:-$HOME/.cache/edgepm-moto-venv}
+if [ ! -x "$moto_venv/bin/moto_server" ] || ! cmp -s scripts/lib/moto-requirements.txt "$moto_venv/.edgepm-requirements"; then
+  echo "installing moto server into $moto_venv" >&2
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install -q -r scripts/lib/moto-requirements.txt
+  cp scripts/lib/moto-requirements.txt "$moto_venv/.edgepm-requirements"
+fi
+export EDGEPM_MOTO_SERVER="$moto_venv/bin/moto_server"
+
 # A plugin from another toolchain: the Python example policy, built with componentize-py in a
 # virtualenv of the project's own (rebuilt only when its source or the WIT changed).
 venv=${EDGEPM_PY_VENV:-$HOME/.cache/edgepm-py-venv}

@@ -55,8 +55,13 @@ fn bench(c: &mut Criterion) {
         let mut options = HostOptions::new(dir.path().join("plugins"), dir.path().join("models"));
         options.cache_dir = Some(dir.path().join("cache"));
         let host = PluginHost::open(options, store.clone(), Arc::new(Metrics::new())).expect("host");
-        let mut ingestor =
-            Ingestor::new(host.clone(), store, edgepm::outbox::Router::new(host), Limits::default(), 8);
+        let mut ingestor = Ingestor::new(
+            host.clone(),
+            store,
+            edgepm::outbox::Router::new(host, Default::default()),
+            Limits::default(),
+            8,
+        );
         let mut next = 0;
         let mut g = c.benchmark_group(format!("ingest/{durability:?}"));
         g.throughput(Throughput::Elements(BATCH as u64));

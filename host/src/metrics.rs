@@ -127,6 +127,7 @@ pub struct TelemetryMetrics {
     dead_lettered: Family<SinkLabels, Counter>,
     outbox_queue: Family<SinkLabels, Gauge>,
     outbox_oldest: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    clock_skew: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Outbox messages dropped by its bounds, by reason (`rows`, `age`).
     outbox_dropped: Family<ReasonLabels, Counter>,
     /// Seconds from receiving a message to sending its acknowledgement (after the commit).
@@ -184,6 +185,7 @@ impl TelemetryMetrics {
             dead_lettered: Family::default(),
             outbox_queue: Family::default(),
             outbox_oldest: Family::default(),
+            clock_skew: Family::default(),
             outbox_dropped: Family::default(),
             ack_seconds: latency_histogram(),
             commit_seconds: latency_histogram(),
@@ -248,6 +250,11 @@ impl TelemetryMetrics {
             "edgepm_outbox_oldest_seconds",
             "Age of the oldest outbox message a sink has not settled yet, by sink",
             self.outbox_oldest.clone(),
+        );
+        r.register(
+            "edgepm_sink_clock_skew_seconds",
+            "The gateway's clock minus the service's (from its HTTP Date header), by sink",
+            self.clock_skew.clone(),
         );
         r.register(
             "edgepm_outbox_dead_lettered",
@@ -325,6 +332,9 @@ impl TelemetryMetrics {
     }
     pub fn retried(&self, sink: &'static str) -> Counter {
         self.retried.get_or_create(&SinkLabels { sink }).clone()
+    }
+    pub fn clock_skew(&self, sink: &'static str) -> Gauge<f64, std::sync::atomic::AtomicU64> {
+        self.clock_skew.get_or_create(&SinkLabels { sink }).clone()
     }
     pub fn outbox_queue(&self, sink: &'static str) -> Gauge {
         self.outbox_queue.get_or_create(&SinkLabels { sink }).clone()

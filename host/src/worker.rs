@@ -13,11 +13,12 @@ pub const WORKER_DIED_EXIT: i32 = 70;
 /// Spawns the worker `name`. When `f` panics, or returns before `shutdown` has begun, the
 /// process exits with [`WORKER_DIED_EXIT`].
 pub fn spawn(
-    name: &'static str,
+    name: impl Into<String>,
     shutdown: Shutdown,
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(move || {
+    let name = name.into();
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(f));
         let why = match result {
             Ok(()) if shutdown.begun() => return,
@@ -25,7 +26,7 @@ pub fn spawn(
             Err(_) => "panicked",
         };
         tracing::error!(
-            thread = name,
+            thread = %name,
             exit = WORKER_DIED_EXIT,
             "A worker thread {why}: stopping the process so that its supervisor restarts it"
         );

@@ -4,17 +4,15 @@
 //! bytes are what an SES sink sends as a raw message.
 
 use crate::pipeline::WindowOutcome;
-use crate::types::{Alert, Severity};
+use crate::types::Alert;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, Message};
 use std::time::{Duration, UNIX_EPOCH};
 use tracing::warn;
 
-/// Sender of alert e-mails.
+/// Sender of alert e-mails when `[email] from` sets none.
 pub const FROM: &str = "edgepm <edgepm@localhost>";
-/// [`FROM`]'s address.
-const FROM_ADDRESS: &str = "edgepm@localhost";
 /// Longest body line before it is wrapped (RFC 5322 allows 998 octets).
 const MAX_LINE: usize = 900;
 
@@ -31,14 +29,21 @@ pub struct Email {
 /// Renders alert number `index` of a window's decision, addressed to `to` (the tenant's
 /// `[alerts] email` list, validated when the tenant was loaded (`config`): an address that does
 /// not parse is left out with a warning; none gives `undisclosed-recipients:;`).
-pub fn render(o: &WindowOutcome, index: usize, alert: &Alert, to: &[String], now_ms: i64) -> Email {
-    let severity = match alert.severity {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    };
+pub fn render(
+    o: &WindowOutcome,
+    index: usize,
+    alert: &Alert,
+    from: &str,
+    to: &[String],
+    now_ms: i64,
+) -> Email {
+    let from: Mailbox = from.parse().unwrap_or_else(|_| {
+        warn!(from, "[email] from is not an address; the alert is sent from {FROM}");
+        FROM.parse().expect("the default sender is a valid mailbox")
+    });
+    let severity = crate::outbox::messages::severity_str(alert.severity);
     let mut b = Message::builder()
-        .from(FROM.parse().expect("the sender is a valid mailbox"))
+        .from(from.clone())
         .subject(alert.subject.replace(['\r', '\n'], " "))
         .date(UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64))
         .message_id(Some(message_id(o, index)))
@@ -59,12 +64,13 @@ pub fn render(o: &WindowOutcome, index: usize, alert: &Alert, to: &[String], now
             HeaderName::new_from_ascii_str("To"),
             "undisclosed-recipients:;".into(),
         ));
-        let sender: lettre::Address = FROM_ADDRESS.parse().expect("the sender is a valid address");
+        let sender = from.email.clone();
         b = b.envelope(
             Envelope::new(Some(sender.clone()), vec![sender]).expect("an envelope with a recipient"),
         );
     }
     for (name, value) in [
+        ("X-Edgepm-Alert-Id", crate::outbox::messages::alert_id(o, index)),
         ("X-Edgepm-Tenant", o.tenant.clone()),
         ("X-Edgepm-Device", o.device.clone()),
         ("X-Edgepm-Severity", severity.to_string()),
@@ -127,6 +133,7 @@ fn wrap(line: &str, max: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Severity;
     use mail_parser::MessageParser;
 
     fn outcome(tenant: &str, device: &str) -> WindowOutcome {
@@ -150,7 +157,8 @@ mod tests {
         let subject = "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042 (manutenção preditiva)";
         let body = "Probabilidade de falha: 90 %\nlinha com\rCR solto\r\n".to_string() + &"é".repeat(1000);
         let to: Vec<String> = (0..30).map(|i| format!("técnico {i} <maint{i}@plant.example>")).collect();
-        let mail = render(&outcome("acme", "..MTR.042."), 0, &alert(subject, &body), &to, 1_743_849_000_000);
+        let mail =
+            render(&outcome("acme", "..MTR.042."), 0, &alert(subject, &body), FROM, &to, 1_743_849_000_000);
         let raw = mail.message.as_bytes();
 
         assert!(mail.message.split("\r\n").all(|l| l.len() <= 998), "no line over RFC 5322's limit");
@@ -173,6 +181,8 @@ mod tests {
         assert_eq!(parsed.message_id(), Some("1743849000000+0+acme+==MTR=042=@edgepm"));
         assert_eq!(parsed.date().map(|d| d.to_timestamp()), Some(1_743_849_000));
         assert_eq!(parsed.header_raw("X-Edgepm-Device").map(str::trim), Some("..MTR.042."));
+        let id = parsed.header_raw("X-Edgepm-Alert-Id").map(str::trim);
+        assert_eq!(id, Some("acme/..MTR.042./1743849000000/0"), "the alert's stable id");
         let text = parsed.body_text(0).expect("text body");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(&lines[..3], &["Probabilidade de falha: 90 %", "linha com", "CR solto"]);
@@ -182,17 +192,17 @@ mod tests {
     #[test]
     fn an_address_that_does_not_parse_is_left_out() {
         let to = ["maint@plant.example".to_string(), "not an address".to_string()];
-        let mail = render(&outcome("a", "b"), 0, &alert("s", "b"), &to, 0);
+        let mail = render(&outcome("a", "b"), 0, &alert("s", "b"), FROM, &to, 0);
         assert!(mail.message.contains("\r\nTo: maint@plant.example\r\n"), "{}", mail.message);
-        let none = render(&outcome("a", "b"), 0, &alert("s", "b"), &[], 0);
+        let none = render(&outcome("a", "b"), 0, &alert("s", "b"), FROM, &[], 0);
         assert!(none.message.contains("\r\nTo: undisclosed-recipients:;\r\n"), "{}", none.message);
     }
 
     #[test]
     fn file_names_of_tenants_and_devices_that_share_a_prefix_do_not_collide() {
         let alert = alert("s", "b");
-        let a = render(&outcome("a", "b-c"), 0, &alert, &[], 0);
-        let b = render(&outcome("a-b", "c"), 0, &alert, &[], 0);
+        let a = render(&outcome("a", "b-c"), 0, &alert, FROM, &[], 0);
+        let b = render(&outcome("a-b", "c"), 0, &alert, FROM, &[], 0);
         assert_ne!(a.file_name, b.file_name);
         assert_eq!(a.file_name, "1743849000000+a+b-c+0.eml");
     }

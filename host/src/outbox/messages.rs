@@ -4,7 +4,7 @@
 use crate::clock::rfc3339;
 use crate::pipeline::WindowOutcome;
 use crate::topics;
-use crate::types::{Alert, Contribution, Stage};
+use crate::types::{Alert, Contribution, Severity, Stage};
 use edgepm_core::decode::Reject;
 use serde_json::json;
 
@@ -53,9 +53,17 @@ pub fn prediction(o: &WindowOutcome, start_ms: i64, readings: usize, top: &[Cont
     .into_bytes()
 }
 
+/// The stable id of alert number `index` of a window: `<tenant>/<device>/<end_ms>/<index>`. The
+/// same alert sent again (after a crash, a retry) carries the same id in every output — MQTT,
+/// the e-mail's `X-Edgepm-Alert-Id`, SNS's `alert_id` attribute — so a receiver can drop it.
+pub fn alert_id(o: &WindowOutcome, index: usize) -> String {
+    format!("{}/{}/{}/{}", o.tenant, o.device, o.end_ms, index)
+}
+
 /// An alert, published on `edgepm/<tenant>/<device>/alert`.
-pub fn alert(o: &WindowOutcome, a: &Alert) -> Vec<u8> {
+pub fn alert(o: &WindowOutcome, index: usize, a: &Alert) -> Vec<u8> {
     json!({
+        "alert_id": alert_id(o, index),
         "severity": a.severity,
         "subject": a.subject,
         "body": a.body,
@@ -68,6 +76,87 @@ pub fn alert(o: &WindowOutcome, a: &Alert) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// A window for the time-series sinks (outbox kind `record`): its features and its prediction,
+/// with the device's site from the asset registry when it has one. The sinks turn it into
+/// Timestream records or InfluxDB points (`features` and `prediction`, tagged tenant, device,
+/// site).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub tenant: String,
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// End of the window (device clock), ms since the Unix epoch.
+    pub time_ms: i64,
+    /// Feature name and value, in the preprocessor's order; a non-finite value is `null`.
+    pub features: Vec<(String, Option<f64>)>,
+    pub probability: f64,
+    pub is_failure: bool,
+    pub model: String,
+    /// Versions of the preprocess, score and policy plugins.
+    pub versions: [String; 3],
+}
+
+impl Record {
+    pub fn of(o: &WindowOutcome, site: Option<String>) -> Record {
+        let finite = |x: f32| x.is_finite().then_some(x as f64);
+        Record {
+            tenant: o.tenant.clone(),
+            device: o.device.clone(),
+            site,
+            time_ms: o.end_ms,
+            features: o
+                .features
+                .names
+                .iter()
+                .cloned()
+                .zip(o.features.values.iter().map(|&v| finite(v)))
+                .collect(),
+            probability: round4(o.score.probability),
+            is_failure: o.decision.is_failure,
+            model: o.score.model.clone(),
+            versions: o.versions.clone(),
+        }
+    }
+}
+
+/// An alert for people (outbox kind `alert`, the SNS sink): what the policy wrote, with its id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AlertMessage {
+    pub alert_id: String,
+    pub tenant: String,
+    pub device: String,
+    pub time_ms: i64,
+    pub severity: String,
+    pub subject: String,
+    pub body: String,
+    pub probability: f64,
+}
+
+impl AlertMessage {
+    pub fn of(o: &WindowOutcome, index: usize, a: &Alert) -> AlertMessage {
+        AlertMessage {
+            alert_id: alert_id(o, index),
+            tenant: o.tenant.clone(),
+            device: o.device.clone(),
+            time_ms: o.end_ms,
+            severity: severity_str(a.severity).to_string(),
+            subject: a.subject.clone(),
+            body: a.body.clone(),
+            probability: round4(o.score.probability),
+        }
+    }
+}
+
+/// `info`, `warning` or `critical`.
+pub fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
 }
 
 /// The dead letter of a rejected message: topic `edgepm/<tenant>/deadletter` (tenant from the

@@ -16,15 +16,28 @@ use crate::store::{MessageKind, SqliteStore};
 use crate::topics;
 use std::sync::Arc;
 
-/// The host's outputs: per window a prediction publication, per alert a publication and an
-/// e-mail to the tenant's `[alerts] email` recipients; per refused message a dead letter.
+/// Which optional outputs the configured sinks take (the rest are always made).
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    /// A `record` per window, for Timestream or InfluxDB.
+    pub records: bool,
+    /// An `alert` per alert, for SNS.
+    pub alerts: bool,
+    /// The sender of alert e-mails (`[email] from`; the SES identity when SES sends them).
+    pub email_from: Option<String>,
+}
+
+/// The host's outputs: per window a prediction publication (and a `record` when a time-series
+/// sink is configured), per alert a publication, an e-mail to the tenant's `[alerts] email`
+/// recipients (and an `alert` for SNS when configured); per refused message a dead letter.
 pub struct Router {
     host: Arc<PluginHost>,
+    wanted: Wanted,
 }
 
 impl Router {
-    pub fn new(host: Arc<PluginHost>) -> Arc<Router> {
-        Arc::new(Router { host })
+    pub fn new(host: Arc<PluginHost>, wanted: Wanted) -> Arc<Router> {
+        Arc::new(Router { host, wanted })
     }
 }
 
@@ -42,15 +55,31 @@ impl Outputs for Router {
         let prediction = messages::prediction(o, start_ms, readings, &top);
         let topic = topics::device(&o.tenant, &o.device, topics::PREDICTION);
         store.enqueue(MessageKind::Publication, &topic, &prediction, now_ms)?;
+        if self.wanted.records {
+            let site =
+                store.asset(&o.tenant, &o.device)?.into_iter().find(|(k, _)| k == "site").map(|(_, v)| v);
+            let record = serde_json::to_vec(&messages::Record::of(o, site))?;
+            store.enqueue(MessageKind::Record, &topic, &record, now_ms)?;
+        }
         if o.decision.alerts.is_empty() {
             return Ok(());
         }
         let to = self.host.tenant(&o.tenant).map(|p| p.config.alerts.email.clone()).unwrap_or_default();
         let topic = topics::device(&o.tenant, &o.device, topics::ALERT);
+        let from = self.wanted.email_from.as_deref().unwrap_or(email::FROM);
         for (i, alert) in o.decision.alerts.iter().enumerate() {
-            store.enqueue(MessageKind::Publication, &topic, &messages::alert(o, alert), now_ms)?;
-            let email = email::render(o, i, alert, &to, now_ms);
+            store.enqueue(MessageKind::Publication, &topic, &messages::alert(o, i, alert), now_ms)?;
+            let email = email::render(o, i, alert, from, &to, now_ms);
             store.enqueue(MessageKind::Email, &email.file_name, email.message.as_bytes(), now_ms)?;
+            if self.wanted.alerts {
+                let message = messages::AlertMessage::of(o, i, alert);
+                store.enqueue(
+                    MessageKind::Alert,
+                    &message.alert_id,
+                    &serde_json::to_vec(&message)?,
+                    now_ms,
+                )?;
+            }
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub struct HostConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    /// The cloud sinks (Timestream, InfluxDB, SNS, SES), each off unless configured.
+    #[serde(default)]
+    pub sinks: crate::sinks::SinksConfig,
     /// Watch the plugins folder and swap new versions in (default true).
     #[serde(default = "yes")]
     pub watch_plugins: bool,
@@ -251,6 +254,7 @@ impl HostConfig {
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
             logs: LogsConfig::default(),
+            sinks: Default::default(),
             watch_plugins: true,
         }
     }
@@ -271,6 +275,9 @@ impl HostConfig {
         c.mqtt.resolve_paths(dir);
         anyhow::ensure!(c.windows.hop >= 1, "{}: windows.hop must be at least 1", path.display());
         anyhow::ensure!(c.store.batch_max >= 1, "{}: store.batch_max must be at least 1", path.display());
+        if let Err(problems) = c.sinks.validate() {
+            anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+        }
         Ok(c)
     }
 

@@ -105,6 +105,22 @@ impl Service {
         drivers.spawn(mqtt_sink, context("mqtt")?)?;
         let email_files = crate::sinks::email_files::EmailFiles::new(config.email_dir())?;
         drivers.spawn(email_files, context("email_files")?)?;
+        let cloud = &config.sinks;
+        if let Some(c) = &cloud.timestream {
+            drivers.spawn(
+                crate::sinks::timestream::TimestreamSink::new(c.clone(), telemetry.clone()),
+                context("timestream")?,
+            )?;
+        }
+        if let Some(c) = &cloud.influxdb {
+            drivers.spawn(crate::sinks::influxdb::InfluxSink::new(c.clone())?, context("influxdb")?)?;
+        }
+        if let Some(c) = &cloud.sns {
+            drivers.spawn(crate::sinks::sns::SnsSink::new(c.clone(), telemetry.clone()), context("sns")?)?;
+        }
+        if let Some(c) = &cloud.ses {
+            drivers.spawn(crate::sinks::ses::SesSink::new(c.clone(), telemetry.clone()), context("ses")?)?;
+        }
         if config.logs.mqtt_log {
             let log = crate::sinks::message_log::MessageLog::new(
                 config.mqtt_log(),
@@ -146,7 +162,7 @@ impl Service {
         let ingestor = Ingestor::new(
             host.clone(),
             store.clone(),
-            crate::outbox::Router::new(host.clone()),
+            crate::outbox::Router::new(host.clone(), config.sinks.wanted()),
             config.limits.limits(),
             config.windows.hop,
         )

@@ -16,9 +16,14 @@
 //! when the broker acknowledged that very packet), [`email_files`] (one RFC 5322 file per alert,
 //! synced), [`message_log`] (one JSON line per publication, for people and tests).
 
+pub mod aws;
 pub mod email_files;
+pub mod influxdb;
 pub mod message_log;
 pub mod mqtt;
+pub mod ses;
+pub mod sns;
+pub mod timestream;
 
 use crate::clock::{now_ms, rfc3339};
 use crate::metrics::TelemetryMetrics;
@@ -72,6 +77,16 @@ pub trait Sink: Send + 'static {
     fn concurrency(&self) -> usize {
         1
     }
+    /// How long a batch that is not full waits for more messages, counted from the creation of
+    /// its oldest (a backlog goes out in full batches at once). Zero: no wait.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Whether messages must arrive in the outbox's order: while a message waits for its retry,
+    /// nothing after it is sent (head-of-line), so a device's records never overtake each other.
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Whether a batch can be tried now (e.g. the connection is up). While not, messages stay in
     /// the store and no attempt is counted against them.
     fn ready(&self) -> bool {
@@ -122,6 +137,51 @@ impl DeadLetters {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// `[sinks.*]` in `edgepm.toml`: the cloud sinks, each off unless its table is there. The MQTT,
+/// e-mail files and message log sinks are always on (the log unless `[logs] mqtt_log = false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    #[serde(default)]
+    pub timestream: Option<timestream::TimestreamConfig>,
+    #[serde(default)]
+    pub influxdb: Option<influxdb::InfluxConfig>,
+    #[serde(default)]
+    pub sns: Option<sns::SnsConfig>,
+    #[serde(default)]
+    pub ses: Option<ses::SesConfig>,
+}
+
+impl SinksConfig {
+    /// Every problem of the configured sinks, or `Ok`.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let problems: Vec<String> = [
+            self.timestream.as_ref().map(|c| c.validate()),
+            self.influxdb.as_ref().map(|c| c.validate()),
+            self.sns.as_ref().map(|c| c.validate()),
+            self.ses.as_ref().map(|c| c.validate()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Result::err)
+        .collect();
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// What the outbox must make for these sinks.
+    pub fn wanted(&self) -> crate::outbox::Wanted {
+        crate::outbox::Wanted {
+            records: self.timestream.is_some() || self.influxdb.is_some(),
+            alerts: self.sns.is_some(),
+            email_from: self.ses.as_ref().map(|s| s.from.clone()),
+        }
+    }
+}
+
 /// What a driver shares with the rest of the host.
 pub struct DriverContext {
     /// A connection of the driver's own (it only reads).
@@ -166,8 +226,7 @@ impl Drivers {
         let wake = Arc::new(Notify::new());
         let shutdown = context.shutdown.clone();
         let driver = Driver::new(sink, context, wake.clone());
-        let thread_name: &'static str = Box::leak(format!("edgepm-sink-{name}").into_boxed_str());
-        let thread = crate::worker::spawn(thread_name, shutdown, move || driver.run())?;
+        let thread = crate::worker::spawn(format!("edgepm-sink-{name}"), shutdown, move || driver.run())?;
         self.waker.add(wake);
         self.threads.push(thread);
         self.names.push(name);
@@ -205,6 +264,8 @@ pub struct Driver<S: Sink> {
     batches: HashMap<tokio::task::Id, Vec<OutboxItem>>,
     /// Last cursor reported to the ingest loop.
     reported: i64,
+    /// A batch read but not full yet, waiting for its linger time (see [`Sink::linger`]).
+    lingering: Vec<OutboxItem>,
     next_gauges: Instant,
 }
 
@@ -223,6 +284,7 @@ impl<S: Sink> Driver<S> {
             under_way: tokio::task::JoinSet::new(),
             batches: HashMap::new(),
             reported: start,
+            lingering: Vec::new(),
             next_gauges: Instant::now(),
         }
     }
@@ -245,7 +307,7 @@ impl<S: Sink> Driver<S> {
                 deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
             }
             while self.under_way.len() < self.sink.concurrency().max(1) && self.sink.ready() {
-                let batch = self.next_batch();
+                let batch = self.next_batch(deadline.is_some());
                 if batch.is_empty() {
                     break;
                 }
@@ -263,12 +325,19 @@ impl<S: Sink> Driver<S> {
             // Until the next retry falls due, when one could start; else a second (or a wake).
             let ready = self.sink.ready();
             let room = self.under_way.len() < self.sink.concurrency().max(1);
-            let sleep = match self.retry.front() {
+            let mut sleep = match self.retry.front() {
                 Some((at, _)) if ready && room => {
                     Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64)
                 }
                 _ => Duration::from_secs(1),
             };
+            if let Some(first) = self.lingering.first()
+                && ready
+                && room
+            {
+                let at = first.created_ms + self.sink.linger().as_millis() as i64;
+                sleep = sleep.min(Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64));
+            }
             tokio::select! {
                 Some(done) = self.under_way.join_next_with_id(), if !self.under_way.is_empty() => {
                     let (id, outcomes) = match done {
@@ -295,17 +364,30 @@ impl<S: Sink> Driver<S> {
         }
     }
 
-    /// Due retries first, then new messages from the store.
-    fn next_batch(&mut self) -> Vec<OutboxItem> {
+    /// Due retries first, then new messages from the store. A batch that is not full waits for
+    /// the sink's linger time, unless the driver is stopping.
+    fn next_batch(&mut self, stopping: bool) -> Vec<OutboxItem> {
         let now = now_ms();
         let n = self.sink.batch_size().max(1);
         let mut due = Vec::new();
         while due.len() < n && self.retry.front().is_some_and(|(at, _)| *at <= now) {
             due.extend(self.retry.pop_front().map(|(_, item)| item));
         }
+        let retrying = !due.is_empty();
+        let lingering = std::mem::take(&mut self.lingering);
+        let room = n.saturating_sub(due.len());
+        if lingering.len() > room {
+            // Only after a retry came due while a batch lingered: the rest lingers on.
+            let (now_go, wait) = lingering.split_at(room);
+            due.extend_from_slice(now_go);
+            self.lingering = wait.to_vec();
+            return due;
+        }
+        due.extend(lingering);
         // While many messages wait (the sink is unreachable), new ones stay in the store instead
-        // of piling up in memory.
-        if due.len() < n && self.retry.len() < MAX_RETRYING && self.open.len() < MAX_OPEN {
+        // of piling up in memory; an ordered sink reads nothing new while a retry waits.
+        let blocked = self.sink.ordered() && !self.retry.is_empty();
+        if due.len() < n && !blocked && self.retry.len() < MAX_RETRYING && self.open.len() < MAX_OPEN {
             match self.cx.store.outbox_after(self.cursor, self.kind, n - due.len()) {
                 Ok(read) => {
                     self.cursor = read.scanned;
@@ -314,6 +396,16 @@ impl<S: Sink> Driver<S> {
                 }
                 Err(e) => warn!(sink = self.name, error = %e, "Reading the outbox failed"),
             }
+        }
+        let linger = self.sink.linger().as_millis() as i64;
+        if linger > 0
+            && !retrying
+            && due.len() < n
+            && !stopping
+            && due.first().is_some_and(|i| now - i.created_ms < linger)
+        {
+            self.lingering = due;
+            return Vec::new();
         }
         due
     }

@@ -48,7 +48,13 @@ fn host() -> Host {
     let db = d.root.path().join("edgepm.db");
     let store = Arc::new(SqliteStore::open(&db, Durability::Normal).expect("store"));
     let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
-    let ingestor = Ingestor::new(host.clone(), store, Router::new(host.clone()), Limits::default(), 8);
+    let ingestor = Ingestor::new(
+        host.clone(),
+        store,
+        Router::new(host.clone(), Default::default()),
+        Limits::default(),
+        8,
+    );
     Host { _d: d, host, ingestor, db }
 }
 
@@ -173,8 +179,14 @@ fn budgeted(db: &std::path::Path, d: &Deployment, max_deferred: usize) -> (Arc<P
     let store = Arc::new(SqliteStore::open(db, Durability::Normal).expect("store"));
     let host = PluginHost::open(d.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
     let budget = WindowBudget { per_batch: Some(Duration::from_millis(30)), max_deferred };
-    let ingestor = Ingestor::new(host.clone(), store, Router::new(host.clone()), Limits::default(), 8)
-        .with_budget(budget);
+    let ingestor = Ingestor::new(
+        host.clone(),
+        store,
+        Router::new(host.clone(), Default::default()),
+        Limits::default(),
+        8,
+    )
+    .with_budget(budget);
     (host, ingestor)
 }
 
@@ -239,7 +251,8 @@ fn a_tenant_past_its_budget_waits_for_later_batches_and_loses_no_window_across_a
     let reference_db = reference.root.path().join("edgepm.db");
     let store = Arc::new(SqliteStore::open(&reference_db, Durability::Normal).expect("store"));
     let rhost = PluginHost::open(reference.options(), store.clone(), Arc::new(Metrics::new())).expect("host");
-    let mut unlimited = Ingestor::new(rhost.clone(), store, Router::new(rhost), Limits::default(), 8);
+    let mut unlimited =
+        Ingestor::new(rhost.clone(), store, Router::new(rhost, Default::default()), Limits::default(), 8);
     unlimited.process(&batch, &[], now).expect("batch");
     let (got, want) = (scored(&db), scored(&reference_db));
     assert_eq!(got.len(), 12);

@@ -3,6 +3,7 @@
 //! `notify`, and the `edgepm` binary.
 
 mod cli;
+mod cloud;
 mod faults;
 mod hot_swap;
 mod http;

@@ -11,6 +11,11 @@ pub enum MessageKind {
     Publication,
     /// An RFC 5322 alert e-mail; `target` is its file name.
     Email,
+    /// A window's features and prediction for the time-series sinks (Timestream, InfluxDB);
+    /// `target` is the device's topic. JSON: `outbox::messages::Record`.
+    Record,
+    /// An alert for people (SNS); `target` is its alert id. JSON: `outbox::messages::AlertMessage`.
+    Alert,
 }
 
 impl MessageKind {
@@ -19,6 +24,8 @@ impl MessageKind {
         match self {
             MessageKind::Publication => "mqtt",
             MessageKind::Email => "email",
+            MessageKind::Record => "record",
+            MessageKind::Alert => "alert",
         }
     }
 }

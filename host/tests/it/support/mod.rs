@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod onnx;
+pub mod servers;
 
 use edgepm::metrics::Metrics;
 use edgepm::plugins::{HostOptions, PluginHost};
