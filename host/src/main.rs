@@ -24,8 +24,9 @@ enum Command {
     /// window (JSON lines on stdout). The plugins folder is watched: dropping a new .wasm swaps it
     /// in between two windows.
     Process(process::ProcessArgs),
-    /// Load every tenant of a plugins folder and report what would be rejected.
-    Validate(commands::FolderArgs),
+    /// Load every tenant of a plugins folder and report what would be rejected; with --config,
+    /// also check edgepm.toml and run each configured cloud sink's health check.
+    Validate(commands::validate::ValidateArgs),
     /// Manage model folders.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -81,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(c) => plugin::run(c),
         Command::Tenant(c) => tenant::run(c),
-        Command::Validate(folders) => commands::validate::run(folders),
+        Command::Validate(args) => commands::validate::run(args),
         Command::Process(args) => process::run(args),
         Command::Run { config } => commands::run::run(&config),
         Command::Simulate(args) => simulate::run(args),

@@ -1,9 +1,35 @@
-//! `edgepm validate`: load every tenant of a plugins folder and report what would be rejected.
+//! `edgepm validate`: load every tenant of a plugins folder and report what would be rejected;
+//! with `--config edgepm.toml`, also check the configuration and run each configured cloud
+//! sink's health check (credentials resolve, the endpoint answers, the table, topic, identity,
+//! database or bucket exists), saying which failed and why.
 
 use super::FolderArgs;
+use edgepm::service::HostConfig;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn run(folders: FolderArgs) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub folders: FolderArgs,
+    /// A host configuration: its plugins and models folders are validated instead, and its
+    /// cloud sinks checked against their servers.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let mut folders = args.folders;
+    let config = match &args.config {
+        Some(path) => {
+            let c = HostConfig::load(path)?;
+            folders.plugins_dir = c.plugins_dir();
+            folders.models_dir = c.models_dir();
+            println!("{}: valid", path.display());
+            Some(c)
+        }
+        None => None,
+    };
     let host = folders.open_host()?;
     for name in host.tenant_names() {
         if let Some(p) = host.tenant(&name) {
@@ -15,5 +41,54 @@ pub fn run(folders: FolderArgs) -> anyhow::Result<ExitCode> {
     if rejected > 0 {
         eprintln!("{rejected} plugin version(s) rejected; see the log above");
     }
-    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let sinks_ok = match &config {
+        Some(c) => check_sinks(c)?,
+        None => true,
+    };
+    Ok(if rejected == 0 && sinks_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs the health check of every configured cloud sink; whether all passed.
+fn check_sinks(config: &HostConfig) -> anyhow::Result<bool> {
+    use edgepm::sinks::{influxdb, ses, sns, timestream};
+    let metrics = edgepm::metrics::Metrics::new().telemetry.clone();
+    let s = &config.sinks;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results: Vec<(&str, Result<String, String>)> = runtime.block_on(async {
+        let mut out = Vec::new();
+        if let Some(c) = &s.timestream {
+            out.push((
+                "timestream",
+                timestream::TimestreamSink::new(c.clone(), metrics.clone()).check().await,
+            ));
+        }
+        if let Some(c) = &s.influxdb {
+            let r = match influxdb::InfluxSink::new(c.clone()) {
+                Ok(sink) => sink.check().await,
+                Err(e) => Err(format!("{e:#}")),
+            };
+            out.push(("influxdb", r));
+        }
+        if let Some(c) = &s.sns {
+            out.push(("sns", sns::SnsSink::new(c.clone(), metrics.clone()).check().await));
+        }
+        if let Some(c) = &s.ses {
+            out.push(("ses", ses::SesSink::new(c.clone(), metrics.clone()).check().await));
+        }
+        out
+    });
+    if results.is_empty() {
+        println!("no cloud sink configured ([sinks.*])");
+    }
+    let mut ok = true;
+    for (sink, r) in results {
+        match r {
+            Ok(text) => println!("ok    {sink}: {text}"),
+            Err(why) => {
+                ok = false;
+                println!("FAIL  {sink}: {why}");
+            }
+        }
+    }
+    Ok(ok)
 }

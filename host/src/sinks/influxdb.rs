@@ -185,6 +185,52 @@ impl InfluxSink {
     }
 }
 
+impl InfluxSink {
+    /// The health check of `edgepm validate --config`: the server answers and the database (v1,
+    /// v3) or bucket (v2) exists, with the configured credentials.
+    pub async fn check(&self) -> Result<String, String> {
+        let c = &self.shared.config;
+        let base = url::Url::parse(&c.url).map_err(|e| e.to_string())?;
+        let (path, query): (&str, Vec<(&str, String)>) = match c.api {
+            InfluxApi::V1 => ("query", vec![("q", "SHOW DATABASES".into())]),
+            InfluxApi::V2 => (
+                "api/v2/buckets",
+                vec![
+                    ("org", c.org.clone().unwrap_or_default()),
+                    ("name", c.bucket.clone().unwrap_or_default()),
+                ],
+            ),
+            InfluxApi::V3 => ("api/v3/configure/database", vec![("format", "json".into())]),
+        };
+        let mut url = base.join(path).map_err(|e| e.to_string())?;
+        url.query_pairs_mut().extend_pairs(query);
+        let response = self
+            .shared
+            .authorised(self.shared.http.get(url))
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", c.url))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!(
+                "{} answered {status}: {}",
+                c.url,
+                body.chars().take(300).collect::<String>()
+            ));
+        }
+        let wanted = match c.api {
+            InfluxApi::V2 => c.bucket.clone().unwrap_or_default(),
+            _ => c.database.clone().unwrap_or_default(),
+        };
+        if body.contains(&format!("\"{wanted}\"")) {
+            Ok(format!("{} ({:?}): {wanted} exists", c.url, c.api))
+        } else {
+            Err(format!("{} ({:?}): no database or bucket {wanted:?}", c.url, c.api))
+        }
+    }
+}
+
 /// TLS on rustls with ring and the system's root certificates.
 fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -293,6 +339,25 @@ impl Shared {
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::retry("no outcome"))).collect()
     }
 
+    /// The request with the credentials of the API (from the environment; none if unset).
+    fn authorised(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.config.api {
+            InfluxApi::V1 => {
+                let env = |name: &Option<String>| name.as_ref().and_then(|n| std::env::var(n).ok());
+                if let Some(user) = env(&self.config.username_env) {
+                    req = req.basic_auth(user, env(&self.config.password_env));
+                }
+            }
+            InfluxApi::V2 | InfluxApi::V3 => {
+                if let Ok(token) = std::env::var(&self.config.token_env) {
+                    let scheme = if self.config.api == InfluxApi::V2 { "Token" } else { "Bearer" };
+                    req = req.header("Authorization", format!("{scheme} {token}"));
+                }
+            }
+        }
+        req
+    }
+
     async fn write(&self, request: &[Lines]) -> Written {
         let body: String = request.iter().map(|m| m.text.as_str()).collect();
         if body.is_empty() {
@@ -312,21 +377,7 @@ impl Shared {
         } else {
             req = req.body(body);
         }
-        match self.config.api {
-            InfluxApi::V1 => {
-                let env = |name: &Option<String>| name.as_ref().and_then(|n| std::env::var(n).ok());
-                if let Some(user) = env(&self.config.username_env) {
-                    req = req.basic_auth(user, env(&self.config.password_env));
-                }
-            }
-            InfluxApi::V2 | InfluxApi::V3 => {
-                if let Ok(token) = std::env::var(&self.config.token_env) {
-                    let scheme = if self.config.api == InfluxApi::V2 { "Token" } else { "Bearer" };
-                    req = req.header("Authorization", format!("{scheme} {token}"));
-                }
-            }
-        }
-        let response = match req.send().await {
+        let response = match self.authorised(req).send().await {
             Ok(r) => r,
             Err(e) => return Written::All(Outcome::retry(format!("InfluxDB at {}: {e}", self.config.url))),
         };

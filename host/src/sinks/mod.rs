@@ -585,4 +585,90 @@ mod tests {
         shutdown.advance(Stage::Sinks);
         thread.join().expect("the driver stops");
     }
+
+    /// An ordered sink with a linger: the first attempt of `"2"` fails; records every batch.
+    struct Ordered {
+        failed_once: bool,
+        batches: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    }
+
+    impl Sink for Ordered {
+        fn name(&self) -> &'static str {
+            "ordered"
+        }
+        fn kind(&self) -> MessageKind {
+            MessageKind::Record
+        }
+        fn batch_size(&self) -> usize {
+            4
+        }
+        fn linger(&self) -> Duration {
+            Duration::from_millis(400)
+        }
+        fn ordered(&self) -> bool {
+            true
+        }
+        fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
+            let payloads: Vec<String> =
+                batch.iter().map(|i| String::from_utf8_lossy(&i.payload).into()).collect();
+            self.batches.lock().unwrap().push(payloads.clone());
+            let outcomes = payloads
+                .iter()
+                .map(|p| match p.as_str() {
+                    "2" if !self.failed_once => {
+                        self.failed_once = true;
+                        Outcome::Retry { reason: "throttled".into(), after: Some(Duration::from_millis(300)) }
+                    }
+                    _ => Outcome::Delivered,
+                })
+                .collect();
+            Box::pin(std::future::ready(outcomes))
+        }
+    }
+
+    #[test]
+    fn an_ordered_sink_sends_nothing_past_a_waiting_retry_and_a_short_batch_lingers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("edgepm.db");
+        let store = SqliteStore::open(&db, Durability::Normal).expect("store");
+        let enqueue = |range: std::ops::RangeInclusive<i32>| {
+            for i in range {
+                store.enqueue(MessageKind::Record, "t", i.to_string().as_bytes(), now_ms()).expect("enqueue");
+            }
+        };
+        enqueue(1..=2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shutdown = Shutdown::new();
+        let cx = DriverContext {
+            store: SqliteStore::open_reader(&db).expect("reader"),
+            metrics: crate::metrics::Metrics::new().telemetry.clone(),
+            dead_letters: DeadLetters { path: dir.path().join("undeliverable.jsonl") },
+            settled: tx,
+            shutdown: shutdown.clone(),
+            start_after: 0,
+        };
+        let batches: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+        let sink = Ordered { failed_once: false, batches: Arc::clone(&batches) };
+        let wake = Arc::new(Notify::new());
+        let driver = Driver::new(sink, cx, wake.clone());
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || driver.run());
+
+        // Two messages of a batch of four: they wait for the linger time, then go.
+        let first = rx.recv_timeout(Duration::from_secs(5)).expect("a report");
+        assert!(started.elapsed() >= Duration::from_millis(350), "lingered: {:?}", started.elapsed());
+        assert_eq!(first.upto, 1, "1 delivered, 2 waits for its retry");
+        // While 2 waits, newer messages stay back; then all go, 2 first.
+        enqueue(3..=6);
+        wake.notify_one();
+        let done = (0..5).find_map(|_| rx.recv_timeout(Duration::from_secs(5)).ok().filter(|s| s.upto == 6));
+        assert!(done.is_some(), "everything settled");
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec!["1", "2"], vec!["2", "3", "4", "5"], vec!["6"]],
+            "nothing overtook the retried message"
+        );
+        shutdown.advance(Stage::Sinks);
+        thread.join().expect("the driver stops");
+    }
 }

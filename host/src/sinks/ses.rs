@@ -74,6 +74,41 @@ impl SesSink {
     }
 }
 
+impl SesSink {
+    /// The health check of `edgepm validate --config`: the sender identity (the address, or
+    /// else its domain) is verified for sending.
+    pub async fn check(&self) -> Result<String, String> {
+        let client = self.shared.client().await;
+        let address =
+            self.shared.config.from.parse::<lettre::message::Mailbox>().map_err(|e| e.to_string())?.email;
+        // SES verifies an address or its whole domain.
+        let mut found = Vec::new();
+        for identity in [address.to_string(), address.domain().to_string()] {
+            match client.get_email_identity().email_identity(&identity).send().await {
+                Ok(i) if i.verified_for_sending_status() => {
+                    return Ok(format!("identity {identity} verified for sending"));
+                }
+                Ok(_) => found.push(identity),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "identity {identity}: {}",
+                        aws_sdk_sns::error::DisplayErrorContext(&e)
+                    ));
+                }
+            }
+        }
+        match found.first() {
+            Some(identity) => Err(format!(
+                "identity {identity} exists but is not verified for sending: confirm the verification e-mail (or DNS records); until then alerts wait in the outbox"
+            )),
+            None => Err(format!(
+                "no SES identity for {address} or its domain: create and verify one (docs/operations.md, SES)"
+            )),
+        }
+    }
+}
+
 impl Sink for SesSink {
     fn name(&self) -> &'static str {
         "ses"
@@ -138,9 +173,30 @@ impl Shared {
             .await;
         match result {
             Ok(_) => Outcome::Delivered,
+            // An unverified sender (or a sandbox recipient) is the account's configuration, not
+            // the message's fault: kept and retried, not dead-lettered.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_message_rejected() && unverified(&s.to_string())) =>
+            {
+                Outcome::Retry {
+                    reason: format!(
+                        "SES: {} (kept and retried)",
+                        aws_sdk_sns::error::DisplayErrorContext(&e)
+                    ),
+                    after: Some(super::aws::CONFIG_ERROR_RETRY),
+                }
+            }
             Err(e) => classify(&e),
         }
     }
+}
+
+/// Whether an SES rejection is about identities not verified (the sender, or a recipient while
+/// the account is in the sandbox).
+fn unverified(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not verified") || m.contains("did not have authority")
 }
 
 /// Whether the message's header names a recipient (`To:` other than `undisclosed-recipients:;`).

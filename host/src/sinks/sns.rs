@@ -100,6 +100,24 @@ impl SnsSink {
     }
 }
 
+impl SnsSink {
+    /// The health check of `edgepm validate --config`: every configured topic exists.
+    pub async fn check(&self) -> Result<String, String> {
+        let client = self.shared.client().await;
+        let topics: Vec<&String> =
+            self.shared.config.topics.values().chain(&self.shared.config.default_topic).collect();
+        for arn in &topics {
+            client
+                .get_topic_attributes()
+                .topic_arn(arn.as_str())
+                .send()
+                .await
+                .map_err(|e| format!("topic {arn}: {}", aws_sdk_sns::error::DisplayErrorContext(&e)))?;
+        }
+        Ok(format!("{} topic(s) found", topics.len()))
+    }
+}
+
 impl Sink for SnsSink {
     fn name(&self) -> &'static str {
         "sns"

@@ -126,6 +126,13 @@ impl TimestreamSink {
     }
 }
 
+impl TimestreamSink {
+    /// The health check of `edgepm validate --config` (see `Shared::check`).
+    pub async fn check(&self) -> Result<String, String> {
+        self.shared.check().await
+    }
+}
+
 impl Sink for TimestreamSink {
     fn name(&self) -> &'static str {
         "timestream"
@@ -173,6 +180,52 @@ impl Shared {
             })
             .await
             .cloned()
+    }
+
+    /// `edgepm validate`: the client can be made (credentials, endpoint discovery) and the table
+    /// exists; warns when its settings disagree with `memory_store_hours` and
+    /// `magnetic_store_writes`.
+    async fn check(&self) -> Result<String, String> {
+        let client = self.client().await?;
+        let table = client
+            .describe_table()
+            .database_name(&self.config.database)
+            .table_name(&self.config.table)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "table {}.{}: {}",
+                    self.config.database,
+                    self.config.table,
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let t = table.table();
+        let magnetic = t
+            .and_then(|t| t.magnetic_store_write_properties())
+            .is_some_and(|m| m.enable_magnetic_store_writes());
+        let hours =
+            t.and_then(|t| t.retention_properties()).map(|r| r.memory_store_retention_period_in_hours());
+        let mut text = format!(
+            "table {}.{}: magnetic-store writes {}, memory store {} h",
+            self.config.database,
+            self.config.table,
+            if magnetic { "on" } else { "off" },
+            hours.map_or("?".to_string(), |h| h.to_string())
+        );
+        if self.config.magnetic_store_writes && !magnetic {
+            return Err(format!(
+                "{text}: the table refuses records older than its memory store, so a backlog after an outage would be lost; enable magnetic-store writes (or set magnetic_store_writes = false)"
+            ));
+        }
+        if hours.is_some_and(|h| h != i64::from(self.config.memory_store_hours)) {
+            text.push_str(&format!(
+                " (memory_store_hours = {} in edgepm.toml)",
+                self.config.memory_store_hours
+            ));
+        }
+        Ok(text)
     }
 
     async fn deliver(&self, batch: &[OutboxItem]) -> Vec<Outcome> {

@@ -655,3 +655,242 @@ fn influxdb_3_requests_are_split_rejected_points_dead_lettered_and_retry_after_h
         dead[0]
     );
 }
+
+/// The four cloud sinks of `edgepm run` pointed at `moto` and `influx`.
+fn cloud_sinks_toml(moto: &Server, influx: &Server, topic: &str) -> String {
+    format!(
+        "[sinks.timestream]\ndatabase = \"edgepm\"\ntable = \"telemetry\"\nregion = \"{REGION}\"\nendpoint = \"{m}\"\nlinger_ms = 200\n\
+         [sinks.influxdb]\nurl = \"{i}\"\napi = \"v1\"\ndatabase = \"edgepm\"\nlinger_ms = 200\n\
+         [sinks.sns]\nregion = \"{REGION}\"\nendpoint = \"{m}\"\ntopics = {{ acme = \"{topic}\" }}\n\
+         [sinks.ses]\nfrom = \"edgepm <alerts@plant.example>\"\nregion = \"{REGION}\"\nendpoint = \"{m}\"\n",
+        m = moto.url(),
+        i = influx.url(),
+    )
+}
+
+/// Creates in moto what the sinks write to; the topic's ARN.
+fn moto_resources(moto: &Server) -> String {
+    let conf = sdk(&moto.url());
+    runtime().block_on(async {
+        let ts = aws_sdk_timestreamwrite::Client::new(&conf);
+        ts.create_database().database_name("edgepm").send().await.expect("database");
+        ts.create_table().database_name("edgepm").table_name("telemetry").send().await.expect("table");
+        aws_sdk_sesv2::Client::new(&conf)
+            .create_email_identity()
+            .email_identity("alerts@plant.example")
+            .send()
+            .await
+            .expect("identity");
+        let t =
+            aws_sdk_sns::Client::new(&conf).create_topic().name("edgepm-acme").send().await.expect("topic");
+        t.topic_arn().expect("arn").to_string()
+    })
+}
+
+fn host_metric(host: &crate::support::broker::HostProcess, name: &str, sink: &str) -> f64 {
+    let (_, text) = http("GET", host.http_addr().port(), "/metrics", &[], b"");
+    crate::support::metric(&text, name, &[("sink", sink)])
+}
+
+#[test]
+#[ignore = "needs mosquitto, moto server and influxdb: run scripts/test.sh"]
+fn a_cloud_outage_and_a_kill_9_lose_nothing_duplicate_nothing_and_never_delay_mqtt() {
+    use crate::support::broker::{HostProcess, Mosquitto, data_dir_with_tenant};
+    use crate::telemetry::{TENANT_TOML, readings};
+    let _timing = crate::support::shared();
+    let broker = Mosquitto::start();
+    let moto = moto();
+    let influx = influxdb1();
+    let topic = moto_resources(&moto);
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let sinks = cloud_sinks_toml(&moto, &influx, &topic);
+    let mut host = HostProcess::start_with_env(root.path(), &data, &broker.url(), &sinks, &env);
+    let sub = broker.subscribe(&["edgepm/acme/+/prediction"]);
+    let predictions = |host: &HostProcess| host.count("SELECT count(*) FROM predictions");
+    let influx_count = || {
+        let s = influxql(&influx, "SELECT count(probability) FROM prediction");
+        s[0]["values"][0][1].as_i64().unwrap_or(0)
+    };
+
+    // Up: every window reaches InfluxDB and Timestream.
+    broker.publish_lines("edgepm/acme/MTR-001/telemetry", &readings("MTR-001", false, 20, 1));
+    let up = wait_until(Duration::from_secs(30), || predictions(&host) == 17 && influx_count() == 17);
+    assert!(
+        up.is_some(),
+        "17 windows scored and written: store {}, influx {}",
+        predictions(&host),
+        influx_count()
+    );
+
+    // The uplink dies (both servers frozen: connections hang) for more than 30 s.
+    moto.freeze();
+    influx.freeze();
+    let outage = Instant::now();
+    broker.publish_lines("edgepm/acme/MTR-002/telemetry", &readings("MTR-002", false, 40, 2));
+    broker.publish_lines("edgepm/acme/MTR-042/telemetry", &readings("MTR-042", true, 8, 3));
+    let mqtt = sub.wait_for(Duration::from_secs(15), |m| m.len() >= 17 + 37 + 5);
+    assert!(mqtt.len() >= 59, "MQTT predictions are not held back by the cloud sinks: {}", mqtt.len());
+    let mqtt_done = outage.elapsed();
+    let queued = wait_until(Duration::from_secs(20), || {
+        host_metric(&host, "edgepm_outbox_queue", "influxdb") >= 42.0
+            && host_metric(&host, "edgepm_outbox_oldest_seconds", "timestream") >= 2.0
+    });
+    assert!(
+        queued.is_some(),
+        "the queues rose: influxdb {}, timestream age {}",
+        host_metric(&host, "edgepm_outbox_queue", "influxdb"),
+        host_metric(&host, "edgepm_outbox_oldest_seconds", "timestream")
+    );
+    let alerts = host.count("SELECT count(*) FROM alerts");
+    assert!(alerts >= 1, "the failing motor raised an alert");
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(outage.elapsed()));
+
+    // The host is killed with a full outbox, the uplink comes back, the host restarts.
+    host.kill9();
+    moto.thaw();
+    influx.thaw();
+    host.restart();
+    let total = predictions(&host);
+    assert_eq!(total, 17 + 37 + 5);
+    let all = wait_until(Duration::from_secs(90), || {
+        influx_count() == total && {
+            let records = moto_timestream_records(&moto);
+            let mut seen = std::collections::HashSet::new();
+            records
+                .iter()
+                .filter(|r| {
+                    seen.insert((
+                        r["Dimensions"].to_string(),
+                        r["Time"].to_string(),
+                        r["MeasureName"].to_string(),
+                    ))
+                })
+                .count()
+                == 2 * total as usize
+        }
+    });
+    assert!(all.is_some(), "everything arrived after the outage: influx {} of {total}", influx_count());
+    // Per device, the first arrival of each window is in time order.
+    let records = moto_timestream_records(&moto);
+    for device in ["MTR-001", "MTR-002", "MTR-042"] {
+        let mut seen = std::collections::HashSet::new();
+        let times: Vec<i64> = records
+            .iter()
+            .filter(|r| r["MeasureName"] == "prediction" && r["Dimensions"][1]["Value"] == device)
+            .filter_map(|r| r["Time"].as_str().and_then(|t| t.parse().ok()))
+            .filter(|t| seen.insert(*t))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{device}: {times:?}");
+    }
+    let data = moto_data(&moto);
+    let sent =
+        data["sns"]["Topic"].as_array().and_then(|t| t.iter().find(|t| t["arn"] == topic.as_str()).cloned());
+    let ids: std::collections::HashSet<String> = sent
+        .and_then(|t| t["sent_notifications"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n[3]["alert_id"]["Value"].to_string())
+        .collect();
+    assert_eq!(ids.len() as i64, alerts, "every alert reached SNS, recognisable by its id");
+    let mails = data["ses"]["RawMessage"].as_array().cloned().unwrap_or_default();
+    assert!(mails.len() as i64 >= alerts, "every alert e-mail went through SES: {}", mails.len());
+    let drained = wait_until(Duration::from_secs(10), || {
+        ["influxdb", "timestream", "sns", "ses"]
+            .iter()
+            .all(|s| host_metric(&host, "edgepm_outbox_queue", s) == 0.0)
+    });
+    assert!(drained.is_some(), "the queues fell back to 0");
+    assert!(mqtt_done < Duration::from_secs(15), "{mqtt_done:?}");
+    host.stop();
+}
+
+#[test]
+#[ignore = "needs moto server and influxdb: run scripts/test.sh"]
+fn validate_config_runs_each_cloud_sinks_health_check_and_names_what_failed() {
+    let moto = moto();
+    let influx = influxdb1();
+    let conf = sdk(&moto.url());
+    let topic = runtime().block_on(async {
+        use aws_sdk_timestreamwrite::types::{MagneticStoreWriteProperties, RetentionProperties};
+        let ts = aws_sdk_timestreamwrite::Client::new(&conf);
+        ts.create_database().database_name("edgepm").send().await.expect("database");
+        let magnetic = MagneticStoreWriteProperties::builder()
+            .enable_magnetic_store_writes(true)
+            .build()
+            .expect("props");
+        let retention = RetentionProperties::builder()
+            .memory_store_retention_period_in_hours(24)
+            .magnetic_store_retention_period_in_days(365)
+            .build()
+            .expect("retention");
+        ts.create_table()
+            .database_name("edgepm")
+            .table_name("telemetry")
+            .magnetic_store_write_properties(magnetic)
+            .retention_properties(retention)
+            .send()
+            .await
+            .expect("table");
+        ts.create_table().database_name("edgepm").table_name("memory-only").send().await.expect("table");
+        aws_sdk_sesv2::Client::new(&conf)
+            .create_email_identity()
+            .email_identity("alerts@plant.example")
+            .send()
+            .await
+            .expect("identity");
+        let t =
+            aws_sdk_sns::Client::new(&conf).create_topic().name("edgepm-acme").send().await.expect("topic");
+        t.topic_arn().expect("arn").to_string()
+    });
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("plugins")).expect("plugins");
+    let validate = |sinks: &str| {
+        let config = root.path().join("edgepm.toml");
+        std::fs::write(
+            &config,
+            format!("data_dir = {data:?}\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n{sinks}"),
+        )
+        .expect("config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .args(["validate", "--config"])
+            .arg(&config)
+            .envs([
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ])
+            .output()
+            .expect("edgepm validate");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let good = cloud_sinks_toml(&moto, &influx, &topic);
+    let (ok, text) = validate(&good);
+    for sink in ["timestream", "influxdb", "sns"] {
+        assert!(text.contains(&format!("ok    {sink}: ")), "{sink}: {text}");
+    }
+    // moto creates identities unverified and has no way to verify one: SES says so, and that
+    // alone fails the check (on AWS, sending from it would be refused).
+    assert!(text.contains("FAIL  ses: identity alerts@plant.example exists but is not verified"), "{text}");
+    assert!(!ok, "{text}");
+    assert!(text.contains("magnetic-store writes on, memory store 24 h"), "{text}");
+
+    let bad = good
+        .replace("table = \"telemetry\"", "table = \"memory-only\"")
+        .replace(&topic, &format!("{topic}-gone"))
+        .replace("database = \"edgepm\"\nlinger_ms", "database = \"nope\"\nlinger_ms")
+        .replace("alerts@plant.example", "someone@else.example");
+    let (ok, text) = validate(&bad);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAIL  timestream: table edgepm.memory-only: magnetic-store writes off"), "{text}");
+    assert!(text.contains("FAIL  influxdb:") && text.contains("\"nope\""), "{text}");
+    assert!(text.contains("FAIL  sns: topic") && text.contains("-gone"), "{text}");
+    assert!(text.contains("FAIL  ses: no SES identity for someone@else.example"), "{text}");
+}

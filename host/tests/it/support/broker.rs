@@ -224,9 +224,31 @@ impl HostProcess {
         h
     }
 
+    /// Like [`HostProcess::start`], with `env` added to the host's environment.
+    pub fn start_with_env(
+        root: &Path,
+        data: &Path,
+        url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> HostProcess {
+        let mut h = HostProcess::configure(root, data, url, extra);
+        h.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        h.launch();
+        h.wait_subscribed(0);
+        h
+    }
+
     /// Like [`HostProcess::start`], but returns at once, without waiting for the host to connect
     /// (it may never: the tests of refused connections).
     pub fn spawn(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
+        let mut h = HostProcess::configure(root, data, url, extra);
+        h.launch();
+        h
+    }
+
+    /// Writes the configuration; starts nothing.
+    fn configure(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
         let config = root.join("edgepm.toml");
         std::fs::write(
             &config,
@@ -236,15 +258,13 @@ impl HostProcess {
             ),
         )
         .expect("config");
-        let mut h = HostProcess {
+        HostProcess {
             child: None,
             env: Vec::new(),
             config,
             log: root.join("host.log"),
             data: data.to_path_buf(),
-        };
-        h.launch();
-        h
+        }
     }
 
     /// Starts the host again with the same configuration and data (appending to the log).
