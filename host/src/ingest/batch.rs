@@ -14,7 +14,7 @@ use crate::metrics::TelemetryMetrics;
 use crate::pipeline::{PipelineError, WindowOutcome, process_windows};
 use crate::plugins::PluginHost;
 use crate::store::{DeferredWindow, OutcomeRow, SqliteStore};
-use crate::types::Window;
+use crate::types::{Reading, Window};
 use crate::windows::{DeviceWindows, Pushed};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::{HashMap, HashSet};
@@ -93,6 +93,10 @@ pub trait Outputs: Send + Sync {
         readings: usize,
         now_ms: i64,
     ) -> anyhow::Result<()>;
+    /// A new reading was stored (not a redelivery). Most outputs make nothing of it.
+    fn reading(&self, _store: &SqliteStore, _reading: &Reading, _now_ms: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The message `payload` on `topic` was refused for `reject`.
     fn refused(
         &self,
@@ -394,6 +398,7 @@ impl Ingestor {
             self.uncounted.duplicates += 1;
             return Ok(());
         }
+        self.outputs.reading(&self.store, &reading, now_ms)?;
         report.readings += 1;
         self.count(&reading.tenant, READINGS, 1);
         let pushed = match self.devices.get_mut(&key) {

@@ -78,6 +78,50 @@ pub fn alert(o: &WindowOutcome, index: usize, a: &Alert) -> Vec<u8> {
     .into_bytes()
 }
 
+/// An outbox `record` for the time-series sinks: a window, or — when a sink is configured with
+/// `readings = true` — a reading's scalar channels. JSON: the record's fields and
+/// `"record": "window"` or `"reading"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "record", rename_all = "lowercase")]
+pub enum CloudRecord {
+    Window(Record),
+    Reading(ReadingRecord),
+}
+
+/// A reading's scalar channels (bursts stay on the gateway), for measurement `reading`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReadingRecord {
+    pub tenant: String,
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The reading's time (device clock), ms since the Unix epoch.
+    pub time_ms: i64,
+    /// Channel name and value: the finite scalars, in the reading's order.
+    pub values: Vec<(String, f64)>,
+}
+
+impl ReadingRecord {
+    /// `None` when the reading has no finite scalar channel.
+    pub fn of(r: &crate::types::Reading, site: Option<String>) -> Option<ReadingRecord> {
+        let values: Vec<(String, f64)> = r
+            .channels
+            .iter()
+            .filter_map(|(name, s)| match s {
+                crate::types::Samples::Scalar(x) if x.is_finite() => Some((name.clone(), *x as f64)),
+                _ => None,
+            })
+            .collect();
+        (!values.is_empty()).then(|| ReadingRecord {
+            tenant: r.tenant.clone(),
+            device: r.device.clone(),
+            site,
+            time_ms: r.ts_ms,
+            values,
+        })
+    }
+}
+
 /// A window for the time-series sinks (outbox kind `record`): its features and its prediction,
 /// with the device's site from the asset registry when it has one. The sinks turn it into
 /// Timestream records or InfluxDB points (`features` and `prediction`, tagged tenant, device,

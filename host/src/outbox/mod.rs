@@ -14,13 +14,18 @@ use crate::pipeline::WindowOutcome;
 use crate::plugins::PluginHost;
 use crate::store::{MessageKind, SqliteStore};
 use crate::topics;
-use std::sync::Arc;
+use crate::types::Reading;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Which optional outputs the configured sinks take (the rest are always made).
 #[derive(Debug, Clone, Default)]
 pub struct Wanted {
     /// A `record` per window, for Timestream or InfluxDB.
     pub records: bool,
+    /// A `record` per reading too (its scalar channels), for a sink with `readings = true`.
+    pub readings: bool,
     /// An `alert` per alert, for SNS.
     pub alerts: bool,
     /// The sender of alert e-mails (`[email] from`; the SES identity when SES sends them).
@@ -33,11 +38,36 @@ pub struct Wanted {
 pub struct Router {
     host: Arc<PluginHost>,
     wanted: Wanted,
+    /// Each device's `site` from the asset registry, read at most once a minute.
+    sites: Mutex<HashMap<(String, String), SiteMemo>>,
 }
+
+/// A device's site and when it was read from the registry.
+type SiteMemo = (Option<String>, Instant);
+
+/// How long a device's site is taken from memory before the registry is read again.
+const SITE_TTL: Duration = Duration::from_secs(60);
 
 impl Router {
     pub fn new(host: Arc<PluginHost>, wanted: Wanted) -> Arc<Router> {
-        Arc::new(Router { host, wanted })
+        Arc::new(Router { host, wanted, sites: Mutex::new(HashMap::new()) })
+    }
+
+    /// The device's site (the asset registry's `site` attribute), if it has one.
+    fn site(&self, store: &SqliteStore, tenant: &str, device: &str) -> anyhow::Result<Option<String>> {
+        let key = (tenant.to_string(), device.to_string());
+        let mut sites = self.sites.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((site, at)) = sites.get(&key)
+            && at.elapsed() < SITE_TTL
+        {
+            return Ok(site.clone());
+        }
+        let site = store.asset(tenant, device)?.into_iter().find(|(k, _)| k == "site").map(|(_, v)| v);
+        if sites.len() > 100_000 {
+            sites.clear(); // a bound; the registry is the truth
+        }
+        sites.insert(key, (site.clone(), Instant::now()));
+        Ok(site)
     }
 }
 
@@ -56,9 +86,8 @@ impl Outputs for Router {
         let topic = topics::device(&o.tenant, &o.device, topics::PREDICTION);
         store.enqueue(MessageKind::Publication, &topic, &prediction, now_ms)?;
         if self.wanted.records {
-            let site =
-                store.asset(&o.tenant, &o.device)?.into_iter().find(|(k, _)| k == "site").map(|(_, v)| v);
-            let record = serde_json::to_vec(&messages::Record::of(o, site))?;
+            let site = self.site(store, &o.tenant, &o.device)?;
+            let record = serde_json::to_vec(&messages::CloudRecord::Window(messages::Record::of(o, site)))?;
             store.enqueue(MessageKind::Record, &topic, &record, now_ms)?;
         }
         if o.decision.alerts.is_empty() {
@@ -80,6 +109,23 @@ impl Outputs for Router {
                     now_ms,
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    fn reading(&self, store: &SqliteStore, reading: &Reading, now_ms: i64) -> anyhow::Result<()> {
+        if !self.wanted.readings {
+            return Ok(());
+        }
+        let site = self.site(store, &reading.tenant, &reading.device)?;
+        if let Some(r) = messages::ReadingRecord::of(reading, site) {
+            let topic = topics::device(&r.tenant, &r.device, topics::TELEMETRY);
+            store.enqueue(
+                MessageKind::Record,
+                &topic,
+                &serde_json::to_vec(&messages::CloudRecord::Reading(r))?,
+                now_ms,
+            )?;
         }
         Ok(())
     }

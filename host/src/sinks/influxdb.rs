@@ -18,7 +18,7 @@
 
 use super::aws::CONFIG_ERROR_RETRY;
 use super::{Delivery, Outcome, Sink};
-use crate::outbox::messages::Record;
+use crate::outbox::messages::{CloudRecord, ReadingRecord, Record};
 use crate::store::{MessageKind, OutboxItem};
 use influxdb_line_protocol::LineProtocolBuilder;
 use serde::Deserialize;
@@ -67,6 +67,9 @@ pub struct InfluxConfig {
     /// Longest `Retry-After` honoured, seconds (default 300).
     #[serde(default = "default_max_retry_after")]
     pub max_retry_after_secs: u64,
+    /// Also write every reading's scalar channels (measurement `reading`; default false).
+    #[serde(default)]
+    pub readings: bool,
 }
 
 /// The write API an InfluxDB server speaks.
@@ -112,6 +115,7 @@ impl InfluxConfig {
             max_request_bytes: default_max_request_bytes(),
             linger_ms: default_linger_ms(),
             max_retry_after_secs: default_max_retry_after(),
+            readings: false,
         }
     }
 
@@ -279,8 +283,12 @@ impl Shared {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut messages = Vec::new();
         for (index, item) in batch.iter().enumerate() {
-            match serde_json::from_slice::<Record>(&item.payload) {
-                Ok(r) => messages.push(Lines { index, text: lines(&r) }),
+            match serde_json::from_slice::<CloudRecord>(&item.payload) {
+                Ok(CloudRecord::Window(r)) => messages.push(Lines { index, text: lines(&r) }),
+                Ok(CloudRecord::Reading(r)) if self.config.readings => {
+                    messages.push(Lines { index, text: reading_lines(&r) })
+                }
+                Ok(CloudRecord::Reading(_)) => outcomes[index] = Some(Outcome::Delivered), // not wanted here
                 Err(e) => outcomes[index] = Some(Outcome::Permanent(format!("not a record: {e}"))),
             }
         }
@@ -487,6 +495,25 @@ fn clean(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
+/// The point of one reading: measurement `reading`, a field per scalar channel.
+pub fn reading_lines(r: &ReadingRecord) -> String {
+    let values: Vec<(String, f64)> =
+        r.values.iter().map(|(n, v)| (clean(n), *v)).filter(|(n, _)| !n.is_empty()).collect();
+    let Some(((name, value), rest)) = values.split_first() else { return String::new() };
+    let b =
+        LineProtocolBuilder::new().measurement("reading").tag("tenant", &r.tenant).tag("device", &r.device);
+    let b = match r.site.as_deref().map(clean).filter(|s| !s.trim().is_empty()) {
+        Some(site) => b.tag("site", &site),
+        None => b,
+    };
+    let mut f = b.field(name, *value);
+    for (name, value) in rest {
+        f = f.field(name, *value);
+    }
+    String::from_utf8(f.timestamp(r.time_ms).close_line().build())
+        .expect("line protocol of UTF-8 strings is UTF-8")
+}
+
 /// The line-protocol points of one window (escaped by `influxdb-line-protocol`'s builder).
 pub fn lines(r: &Record) -> String {
     let tags = |b: LineProtocolBuilder<Vec<u8>, influxdb_line_protocol::builder::AfterMeasurement>| {
@@ -569,6 +596,24 @@ mod tests {
         assert_eq!(f.series.measurement.as_str(), "features");
         assert_eq!(f.field_set.len(), 2, "the NaN feature is left out");
         assert_eq!(field(f, "temp,\"c\"=x"), Some(FieldValue::F64(-3.0)));
+    }
+
+    #[test]
+    fn a_reading_is_one_point_of_its_scalar_channels() {
+        let r = ReadingRecord {
+            tenant: "acme".into(),
+            device: "MTR-042".into(),
+            site: None,
+            time_ms: 5,
+            values: vec![("temperature_c".into(), 61.5), ("current_a".into(), 12.0)],
+        };
+        let text = reading_lines(&r);
+        let parsed: Vec<_> = parse_lines(&text).collect::<Result<_, _>>().expect("parses");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].series.measurement.as_str(), "reading");
+        assert_eq!(parsed[0].field_set.len(), 2);
+        assert_eq!(parsed[0].timestamp, Some(5));
+        assert_eq!(reading_lines(&ReadingRecord { values: vec![], ..r }), "", "nothing to write");
     }
 
     #[test]

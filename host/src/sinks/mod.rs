@@ -176,6 +176,8 @@ impl SinksConfig {
     pub fn wanted(&self) -> crate::outbox::Wanted {
         crate::outbox::Wanted {
             records: self.timestream.is_some() || self.influxdb.is_some(),
+            readings: self.timestream.as_ref().is_some_and(|c| c.readings)
+                || self.influxdb.as_ref().is_some_and(|c| c.readings),
             alerts: self.sns.is_some(),
             email_from: self.ses.as_ref().map(|s| s.from.clone()),
         }

@@ -24,7 +24,7 @@
 use super::aws::{AwsTarget, ClockSkew, classify, sdk_config};
 use super::{Delivery, Outcome, Sink};
 use crate::metrics::TelemetryMetrics;
-use crate::outbox::messages::Record;
+use crate::outbox::messages::{CloudRecord, ReadingRecord, Record};
 use crate::store::{MessageKind, OutboxItem};
 use aws_sdk_sns::config::SharedCredentialsProvider;
 use aws_sdk_timestreamwrite as ts;
@@ -67,6 +67,9 @@ pub struct TimestreamConfig {
     /// How long a batch that is not full waits for more messages (default 1,000 ms).
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+    /// Also write every reading's scalar channels (measure `reading`; default false: windows only).
+    #[serde(default)]
+    pub readings: bool,
 }
 
 fn default_memory_store_hours() -> u32 {
@@ -234,12 +237,21 @@ impl Shared {
         // The records of each message that can go, by message index.
         let mut sendable: Vec<(usize, Vec<ts::types::Record>)> = Vec::new();
         for (i, item) in batch.iter().enumerate() {
-            match serde_json::from_slice::<Record>(&item.payload) {
-                Err(e) => outcomes[i] = Some(Outcome::Permanent(format!("not a record: {e}"))),
-                Ok(r) => match self.too_old_or_new(&r, now) {
-                    Some(why) => outcomes[i] = Some(Outcome::Permanent(why)),
-                    None => sendable.push((i, records(item.id, &r))),
-                },
+            let (time_ms, records) = match serde_json::from_slice::<CloudRecord>(&item.payload) {
+                Err(e) => {
+                    outcomes[i] = Some(Outcome::Permanent(format!("not a record: {e}")));
+                    continue;
+                }
+                Ok(CloudRecord::Reading(_)) if !self.config.readings => {
+                    outcomes[i] = Some(Outcome::Delivered); // for another sink: not wanted here
+                    continue;
+                }
+                Ok(CloudRecord::Window(r)) => (r.time_ms, records(item.id, &r)),
+                Ok(CloudRecord::Reading(r)) => (r.time_ms, reading_records(item.id, &r)),
+            };
+            match self.too_old_or_new(time_ms, now) {
+                Some(why) => outcomes[i] = Some(Outcome::Permanent(why)),
+                None => sendable.push((i, records)),
             }
         }
         if !sendable.is_empty() {
@@ -285,15 +297,15 @@ impl Shared {
     }
 
     /// Why Timestream would refuse the record for its time, if it would.
-    fn too_old_or_new(&self, r: &Record, now: i64) -> Option<String> {
-        if r.time_ms > now + MAX_FUTURE_MS {
+    fn too_old_or_new(&self, time_ms: i64, now: i64) -> Option<String> {
+        if time_ms > now + MAX_FUTURE_MS {
             return Some(format!(
                 "the record's time is {} s ahead of the gateway's clock: Timestream refuses more than 15 min in the future (the device's or the gateway's clock is off)",
-                (r.time_ms - now) / 1000
+                (time_ms - now) / 1000
             ));
         }
         let memory = i64::from(self.config.memory_store_hours) * 3_600_000;
-        if !self.config.magnetic_store_writes && r.time_ms < now - memory {
+        if !self.config.magnetic_store_writes && time_ms < now - memory {
             return Some(format!(
                 "the record is older than the table's memory-store retention ({} h) and magnetic_store_writes is false: enable magnetic-store writes on the table (docs/operations.md, Timestream)",
                 self.config.memory_store_hours
@@ -375,29 +387,71 @@ fn chunk(sendable: Vec<(usize, Vec<ts::types::Record>)>) -> Vec<Vec<(usize, Vec<
     calls
 }
 
-/// The Timestream records of one window: `prediction`, then `features` (in chunks of 256).
-pub fn records(version: i64, r: &Record) -> Vec<ts::types::Record> {
+/// The dimensions of a device's records.
+fn dimensions(tenant: &str, device: &str, site: Option<&str>) -> Vec<Dimension> {
     let dim = |name: &str, value: &str| {
         Dimension::builder().name(name).value(value).build().expect("name and value set")
     };
-    let mut dimensions = vec![dim("tenant", &r.tenant), dim("device", &r.device)];
-    if let Some(site) = r.site.as_deref().filter(|s| !s.is_empty()) {
-        dimensions.push(dim("site", site));
+    let mut out = vec![dim("tenant", tenant), dim("device", device)];
+    if let Some(site) = site.filter(|s| !s.is_empty()) {
+        out.push(dim("site", site));
     }
-    let measure = |name: &str, value: String, kind: MeasureValueType| {
-        MeasureValue::builder().name(name).value(value).r#type(kind).build().expect("every field set")
-    };
-    let record = |name: String, values: Vec<MeasureValue>| {
-        ts::types::Record::builder()
-            .set_dimensions(Some(dimensions.clone()))
-            .measure_name(name)
-            .measure_value_type(MeasureValueType::Multi)
-            .set_measure_values(Some(values))
-            .time(r.time_ms.to_string())
-            .time_unit(TimeUnit::Milliseconds)
-            .version(version)
-            .build()
-    };
+    out
+}
+
+fn measure(name: &str, value: String, kind: MeasureValueType) -> MeasureValue {
+    MeasureValue::builder().name(name).value(value).r#type(kind).build().expect("every field set")
+}
+
+/// A multi-measure record.
+fn multi(
+    dimensions: &[Dimension],
+    name: String,
+    values: Vec<MeasureValue>,
+    time_ms: i64,
+    version: i64,
+) -> ts::types::Record {
+    ts::types::Record::builder()
+        .set_dimensions(Some(dimensions.to_vec()))
+        .measure_name(name)
+        .measure_value_type(MeasureValueType::Multi)
+        .set_measure_values(Some(values))
+        .time(time_ms.to_string())
+        .time_unit(TimeUnit::Milliseconds)
+        .version(version)
+        .build()
+}
+
+/// `values` as records `name`, `name_2`, ... of at most 256 measures each.
+fn chunked(
+    dimensions: &[Dimension],
+    name: &str,
+    values: &[MeasureValue],
+    time_ms: i64,
+    version: i64,
+) -> Vec<ts::types::Record> {
+    values
+        .chunks(MAX_MEASURES)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let name = if n == 0 { name.to_string() } else { format!("{name}_{}", n + 1) };
+            multi(dimensions, name, chunk.to_vec(), time_ms, version)
+        })
+        .collect()
+}
+
+/// The Timestream records of one reading: `reading` with its scalar channels.
+pub fn reading_records(version: i64, r: &ReadingRecord) -> Vec<ts::types::Record> {
+    let dims = dimensions(&r.tenant, &r.device, r.site.as_deref());
+    let values: Vec<MeasureValue> =
+        r.values.iter().map(|(n, v)| measure(n, v.to_string(), MeasureValueType::Double)).collect();
+    chunked(&dims, "reading", &values, r.time_ms, version)
+}
+
+/// The Timestream records of one window: `prediction`, then `features` (in chunks of 256).
+pub fn records(version: i64, r: &Record) -> Vec<ts::types::Record> {
+    let dims = dimensions(&r.tenant, &r.device, r.site.as_deref());
+    let record = |name: String, values: Vec<MeasureValue>| multi(&dims, name, values, r.time_ms, version);
     let [pre, score, policy] = &r.versions;
     let mut out = vec![record(
         "prediction".into(),
@@ -419,10 +473,7 @@ pub fn records(version: i64, r: &Record) -> Vec<ts::types::Record> {
         .iter()
         .filter_map(|(name, v)| v.map(|v| measure(name, v.to_string(), MeasureValueType::Double)))
         .collect();
-    for (n, chunk) in features.chunks(MAX_MEASURES).enumerate() {
-        let name = if n == 0 { "features".to_string() } else { format!("features_{}", n + 1) };
-        out.push(record(name, chunk.to_vec()));
-    }
+    out.extend(chunked(&dims, "features", &features, r.time_ms, version));
     out
 }
 
@@ -493,15 +544,15 @@ mod tests {
             magnetic_store_writes: magnetic,
             batch_messages: 50,
             linger_ms: 0,
+            readings: false,
         };
         let now = 1_743_849_000_000;
         let sink = TimestreamSink::new(config(false), metrics.clone());
-        let mut r = record(1);
-        r.time_ms = now + 16 * 60 * 1000;
-        assert!(sink.shared.too_old_or_new(&r, now).is_some_and(|w| w.contains("15 min")));
-        r.time_ms = now - 25 * 3_600_000;
-        assert!(sink.shared.too_old_or_new(&r, now).is_some_and(|w| w.contains("magnetic")));
+        let ahead = now + 16 * 60 * 1000;
+        assert!(sink.shared.too_old_or_new(ahead, now).is_some_and(|w| w.contains("15 min")));
+        let old = now - 25 * 3_600_000;
+        assert!(sink.shared.too_old_or_new(old, now).is_some_and(|w| w.contains("magnetic")));
         let sink = TimestreamSink::new(config(true), metrics);
-        assert_eq!(sink.shared.too_old_or_new(&r, now), None, "the magnetic store takes the backlog");
+        assert_eq!(sink.shared.too_old_or_new(old, now), None, "the magnetic store takes the backlog");
     }
 }

@@ -7,7 +7,7 @@
 use crate::support::servers::{Server, http, influxdb1, influxql, moto, moto_data, q, victoria_metrics};
 use crate::support::wait_until;
 use edgepm::metrics::Metrics;
-use edgepm::outbox::messages::{AlertMessage, Record};
+use edgepm::outbox::messages::{AlertMessage, CloudRecord, Record};
 use edgepm::shutdown::{Shutdown, Stage};
 use edgepm::sinks::aws::{AwsTarget, sdk_config};
 use edgepm::sinks::influxdb::{InfluxApi, InfluxConfig, InfluxSink};
@@ -84,7 +84,7 @@ fn records(devices: &[&str], per_device: i64) -> Vec<(MessageKind, String, Vec<u
             out.push((
                 MessageKind::Record,
                 format!("edgepm/acme/{d}/prediction"),
-                serde_json::to_vec(&r).expect("json"),
+                serde_json::to_vec(&CloudRecord::Window(r)).expect("json"),
             ));
         }
     }
@@ -164,6 +164,7 @@ fn timestream_config(endpoint: &str) -> TimestreamConfig {
         magnetic_store_writes: true,
         batch_messages: 50,
         linger_ms: 200,
+        readings: false,
     }
 }
 
@@ -660,7 +661,7 @@ fn influxdb_3_requests_are_split_rejected_points_dead_lettered_and_retry_after_h
 fn cloud_sinks_toml(moto: &Server, influx: &Server, topic: &str) -> String {
     format!(
         "[sinks.timestream]\ndatabase = \"edgepm\"\ntable = \"telemetry\"\nregion = \"{REGION}\"\nendpoint = \"{m}\"\nlinger_ms = 200\n\
-         [sinks.influxdb]\nurl = \"{i}\"\napi = \"v1\"\ndatabase = \"edgepm\"\nlinger_ms = 200\n\
+         [sinks.influxdb]\nurl = \"{i}\"\napi = \"v1\"\ndatabase = \"edgepm\"\nlinger_ms = 200\nreadings = true\n\
          [sinks.sns]\nregion = \"{REGION}\"\nendpoint = \"{m}\"\ntopics = {{ acme = \"{topic}\" }}\n\
          [sinks.ses]\nfrom = \"edgepm <alerts@plant.example>\"\nregion = \"{REGION}\"\nendpoint = \"{m}\"\n",
         m = moto.url(),
@@ -724,9 +725,10 @@ fn a_cloud_outage_and_a_kill_9_lose_nothing_duplicate_nothing_and_never_delay_mq
     let up = wait_until(Duration::from_secs(30), || predictions(&host) == 17 && influx_count() == 17);
     assert!(
         up.is_some(),
-        "17 windows scored and written: store {}, influx {}",
+        "17 windows scored and written: store {}, influx {}; log:\n{}",
         predictions(&host),
-        influx_count()
+        influx_count(),
+        host.log_text()
     );
 
     // The uplink dies (both servers frozen: connections hang) for more than 30 s.
@@ -777,6 +779,21 @@ fn a_cloud_outage_and_a_kill_9_lose_nothing_duplicate_nothing_and_never_delay_mq
         }
     });
     assert!(all.is_some(), "everything arrived after the outage: influx {} of {total}", influx_count());
+    // Raw readings too (`readings = true` on InfluxDB only): one point per stored reading.
+    let readings_stored = host.count("SELECT count(*) FROM readings");
+    let raw = wait_until(Duration::from_secs(30), || {
+        influxql(&influx, "SELECT count(temperature) FROM reading")[0]["values"][0][1].as_i64()
+            == Some(readings_stored)
+    });
+    assert!(
+        raw.is_some(),
+        "{readings_stored} raw readings in InfluxDB: {}",
+        influxql(&influx, "SELECT count(temperature) FROM reading")
+    );
+    assert!(
+        moto_timestream_records(&moto).iter().all(|r| r["MeasureName"] != "reading"),
+        "Timestream was not asked for raw readings"
+    );
     // Per device, the first arrival of each window is in time order.
     let records = moto_timestream_records(&moto);
     for device in ["MTR-001", "MTR-002", "MTR-042"] {
