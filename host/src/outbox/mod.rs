@@ -28,7 +28,7 @@ pub struct Wanted {
     pub readings: bool,
     /// An `alert` per alert, for SNS.
     pub alerts: bool,
-    /// The sender of alert e-mails (`[email] from`; the SES identity when SES sends them).
+    /// The sender of alert e-mails: `[sinks.ses] from` when SES sends them, else `email::FROM`.
     pub email_from: Option<String>,
 }
 

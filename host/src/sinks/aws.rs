@@ -10,8 +10,9 @@
 //! - The client is made inside the sink's loop at its first delivery, so a gateway that starts
 //!   offline starts; a failure to make it is a retry like any other.
 
-use super::Outcome;
+use super::{Delivery, Outcome};
 use crate::metrics::TelemetryMetrics;
+use crate::store::OutboxItem;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sns::config::SharedCredentialsProvider;
@@ -72,6 +73,24 @@ pub async fn sdk_config(target: &AwsTarget) -> aws_config::SdkConfig {
         loader = loader.credentials_provider(credentials.clone());
     }
     loader.load().await
+}
+
+/// A delivery that sends a batch's messages one after another, in order: `send` gives each its
+/// outcome (SNS and SES take one message per call).
+pub fn one_by_one<S, F, Fut>(shared: Arc<S>, batch: &[OutboxItem], send: F) -> Delivery
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, OutboxItem) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send,
+{
+    let batch = batch.to_vec();
+    Box::pin(async move {
+        let mut out = Vec::with_capacity(batch.len());
+        for item in batch {
+            out.push(send(shared.clone(), item).await);
+        }
+        out
+    })
 }
 
 /// What a failed AWS call means for the messages it carried.

@@ -5,7 +5,7 @@
 //! the file and the sent message are the same bytes. A message with no recipient
 //! (`undisclosed-recipients:;`) is settled without a call.
 
-use super::aws::{AwsTarget, ClockSkew, classify, sdk_config};
+use super::aws::{AwsTarget, ClockSkew, classify, one_by_one, sdk_config};
 use super::{Delivery, Outcome, Sink};
 use crate::metrics::TelemetryMetrics;
 use crate::store::{MessageKind, OutboxItem};
@@ -123,15 +123,7 @@ impl Sink for SesSink {
         true
     }
     fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
-        let shared = self.shared.clone();
-        let batch = batch.to_vec();
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.len());
-            for item in &batch {
-                out.push(shared.send(item).await);
-            }
-            out
-        })
+        one_by_one(self.shared.clone(), batch, |shared, item| async move { shared.send(&item).await })
     }
 }
 

@@ -12,7 +12,7 @@
 //! - A tenant without a topic (and no `default_topic`) gets no SNS alerts: its alerts are
 //!   settled without a call, logged once.
 
-use super::aws::{AwsTarget, ClockSkew, classify, sdk_config};
+use super::aws::{AwsTarget, ClockSkew, classify, one_by_one, sdk_config};
 use super::{Delivery, Outcome, Sink};
 use crate::metrics::TelemetryMetrics;
 use crate::outbox::messages::AlertMessage;
@@ -132,15 +132,7 @@ impl Sink for SnsSink {
         true
     }
     fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
-        let shared = self.shared.clone();
-        let batch = batch.to_vec();
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.len());
-            for item in &batch {
-                out.push(shared.publish(item).await);
-            }
-            out
-        })
+        one_by_one(self.shared.clone(), batch, |shared, item| async move { shared.publish(&item).await })
     }
 }
 

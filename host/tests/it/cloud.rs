@@ -181,12 +181,7 @@ fn moto_timestream_records(moto: &Server) -> Vec<serde_json::Value> {
 fn timestream_records_written_by_the_sdk_are_what_moto_stores_with_the_outbox_id_as_version() {
     let root = tempfile::tempdir().expect("tempdir");
     let moto = moto();
-    let conf = sdk(&moto.url());
-    runtime().block_on(async {
-        let c = aws_sdk_timestreamwrite::Client::new(&conf);
-        c.create_database().database_name("edgepm").send().await.expect("database");
-        c.create_table().database_name("edgepm").table_name("telemetry").send().await.expect("table");
-    });
+    moto_resources(&moto);
     const PER_DEVICE: i64 = 40;
     let db = store_with(root.path(), &records(&["MTR-001", "MTR-002", "MTR-003"], PER_DEVICE));
     let n = 3 * PER_DEVICE;
@@ -366,18 +361,7 @@ fn timestream_rejections_are_per_record_calls_hold_at_most_100_records_and_throt
 fn alerts_reach_sns_with_filterable_attributes_and_ses_sends_the_rendered_e_mail() {
     let root = tempfile::tempdir().expect("tempdir");
     let moto = moto();
-    let conf = sdk(&moto.url());
-    let topic = runtime().block_on(async {
-        aws_sdk_sesv2::Client::new(&conf)
-            .create_email_identity()
-            .email_identity("alerts@plant.example")
-            .send()
-            .await
-            .expect("identity");
-        let t =
-            aws_sdk_sns::Client::new(&conf).create_topic().name("edgepm-acme").send().await.expect("topic");
-        t.topic_arn().expect("arn").to_string()
-    });
+    let topic = moto_resources(&moto);
     let subject = "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042";
     let alert = AlertMessage {
         alert_id: "acme/MTR-042/1743849000000/0".into(),
@@ -669,13 +653,32 @@ fn cloud_sinks_toml(moto: &Server, influx: &Server, topic: &str) -> String {
     )
 }
 
-/// Creates in moto what the sinks write to; the topic's ARN.
+/// Creates in moto what the sinks write to — database `edgepm` with table `telemetry` (magnetic-
+/// store writes on, memory store 24 h), identity `alerts@plant.example`, topic `edgepm-acme` —
+/// and returns the topic's ARN.
 fn moto_resources(moto: &Server) -> String {
     let conf = sdk(&moto.url());
     runtime().block_on(async {
+        use aws_sdk_timestreamwrite::types::{MagneticStoreWriteProperties, RetentionProperties};
         let ts = aws_sdk_timestreamwrite::Client::new(&conf);
         ts.create_database().database_name("edgepm").send().await.expect("database");
-        ts.create_table().database_name("edgepm").table_name("telemetry").send().await.expect("table");
+        let magnetic = MagneticStoreWriteProperties::builder()
+            .enable_magnetic_store_writes(true)
+            .build()
+            .expect("props");
+        let retention = RetentionProperties::builder()
+            .memory_store_retention_period_in_hours(24)
+            .magnetic_store_retention_period_in_days(365)
+            .build()
+            .expect("retention");
+        ts.create_table()
+            .database_name("edgepm")
+            .table_name("telemetry")
+            .magnetic_store_write_properties(magnetic)
+            .retention_properties(retention)
+            .send()
+            .await
+            .expect("table");
         aws_sdk_sesv2::Client::new(&conf)
             .create_email_identity()
             .email_identity("alerts@plant.example")
@@ -833,38 +836,11 @@ fn a_cloud_outage_and_a_kill_9_lose_nothing_duplicate_nothing_and_never_delay_mq
 fn validate_config_runs_each_cloud_sinks_health_check_and_names_what_failed() {
     let moto = moto();
     let influx = influxdb1();
+    let topic = moto_resources(&moto);
     let conf = sdk(&moto.url());
-    let topic = runtime().block_on(async {
-        use aws_sdk_timestreamwrite::types::{MagneticStoreWriteProperties, RetentionProperties};
+    runtime().block_on(async {
         let ts = aws_sdk_timestreamwrite::Client::new(&conf);
-        ts.create_database().database_name("edgepm").send().await.expect("database");
-        let magnetic = MagneticStoreWriteProperties::builder()
-            .enable_magnetic_store_writes(true)
-            .build()
-            .expect("props");
-        let retention = RetentionProperties::builder()
-            .memory_store_retention_period_in_hours(24)
-            .magnetic_store_retention_period_in_days(365)
-            .build()
-            .expect("retention");
-        ts.create_table()
-            .database_name("edgepm")
-            .table_name("telemetry")
-            .magnetic_store_write_properties(magnetic)
-            .retention_properties(retention)
-            .send()
-            .await
-            .expect("table");
         ts.create_table().database_name("edgepm").table_name("memory-only").send().await.expect("table");
-        aws_sdk_sesv2::Client::new(&conf)
-            .create_email_identity()
-            .email_identity("alerts@plant.example")
-            .send()
-            .await
-            .expect("identity");
-        let t =
-            aws_sdk_sns::Client::new(&conf).create_topic().name("edgepm-acme").send().await.expect("topic");
-        t.topic_arn().expect("arn").to_string()
     });
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
