@@ -265,6 +265,9 @@ impl Sink for InfluxSink {
     fn ordered(&self) -> bool {
         true
     }
+    fn max_backoff(&self) -> Duration {
+        super::CLOUD_MAX_BACKOFF
+    }
     fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
         let shared = self.shared.clone();
         let batch = batch.to_vec();

@@ -82,6 +82,11 @@ pub trait Sink: Send + 'static {
     fn linger(&self) -> Duration {
         Duration::ZERO
     }
+    /// Longest wait before a failed message is tried again (the back-off doubles from 1 s up to
+    /// this). The cloud sinks wait at most a minute, so an uplink back after hours is used soon.
+    fn max_backoff(&self) -> Duration {
+        MAX_BACKOFF
+    }
     /// Whether messages must arrive in the outbox's order: while a message waits for its retry,
     /// nothing after it is sent (head-of-line), so a device's records never overtake each other.
     fn ordered(&self) -> bool {
@@ -207,6 +212,8 @@ const MAX_RETRYING: usize = 10_000;
 const MAX_OPEN: usize = 20_000;
 /// Longest wait before a failed message is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// The cloud sinks' longest wait: an uplink that comes back after hours is used within a minute.
+pub const CLOUD_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The running drivers.
 pub struct Drivers {
@@ -440,7 +447,7 @@ impl<S: Sink> Driver<S> {
             warn!(sink = self.name, messages = retried.len(), error = %reason, "Delivery failed; will retry");
         }
         for (mut item, reason, after) in retried {
-            let backoff = Duration::from_secs(1 << item.attempts.min(16)).min(MAX_BACKOFF);
+            let backoff = Duration::from_secs(1 << item.attempts.min(16)).min(self.sink.max_backoff());
             item.attempts += 1;
             tracing::debug!(
                 sink = self.name,
@@ -610,6 +617,9 @@ mod tests {
         fn ordered(&self) -> bool {
             true
         }
+        fn max_backoff(&self) -> Duration {
+            Duration::from_secs(60)
+        }
         fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
             let payloads: Vec<String> =
                 batch.iter().map(|i| String::from_utf8_lossy(&i.payload).into()).collect();
@@ -626,6 +636,37 @@ mod tests {
                 .collect();
             Box::pin(std::future::ready(outcomes))
         }
+    }
+
+    #[test]
+    fn a_sink_s_back_off_stops_at_its_maximum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("edgepm.db");
+        SqliteStore::open(&db, Durability::Normal).expect("store");
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let cx = DriverContext {
+            store: SqliteStore::open_reader(&db).expect("reader"),
+            metrics: crate::metrics::Metrics::new().telemetry.clone(),
+            dead_letters: DeadLetters { path: dir.path().join("undeliverable.jsonl") },
+            settled: tx,
+            shutdown: Shutdown::new(),
+            start_after: 0,
+        };
+        let sink = Ordered { failed_once: false, batches: Arc::default() };
+        assert_eq!(sink.max_backoff(), Duration::from_secs(60));
+        let mut driver = Driver::new(sink, cx, Arc::new(Notify::new()));
+        let item = OutboxItem {
+            id: 1,
+            kind: MessageKind::Record,
+            target: "t".into(),
+            payload: b"x".to_vec(),
+            created_ms: 0,
+            attempts: 12, // 2^12 s would be over an hour
+        };
+        let before = now_ms();
+        driver.settle(vec![item], vec![Outcome::retry("down")]);
+        let (at, _) = driver.retry.front().expect("waiting for its retry");
+        assert!(*at - before <= 60_000 + 100, "next attempt in {} ms", at - before);
     }
 
     #[test]

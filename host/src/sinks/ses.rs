@@ -15,6 +15,7 @@ use serde::Deserialize;
 use ses::primitives::Blob;
 use ses::types::{EmailContent, RawMessage};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `[sinks.ses]` in `edgepm.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -121,6 +122,9 @@ impl Sink for SesSink {
     }
     fn ordered(&self) -> bool {
         true
+    }
+    fn max_backoff(&self) -> Duration {
+        super::CLOUD_MAX_BACKOFF
     }
     fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
         one_by_one(self.shared.clone(), batch, |shared, item| async move { shared.send(&item).await })

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use sns::types::MessageAttributeValue;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tracing::info;
 
 /// Longest SMS text.
@@ -130,6 +131,9 @@ impl Sink for SnsSink {
     }
     fn ordered(&self) -> bool {
         true
+    }
+    fn max_backoff(&self) -> Duration {
+        super::CLOUD_MAX_BACKOFF
     }
     fn deliver(&mut self, batch: &[OutboxItem]) -> Delivery {
         one_by_one(self.shared.clone(), batch, |shared, item| async move { shared.publish(&item).await })
