@@ -20,11 +20,12 @@ fi
 
 # The cloud side, local: moto server (AWS APIs) in a virtualenv of its own, InfluxDB 1.x and
 # VictoriaMetrics (it takes InfluxDB's v2 writes) from Debian. The tests start them on free ports.
-if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then
-  echo "installing influxdb and victoria-metrics" >&2
+# systemd-analyze checks the gateway's unit file (infrastructure/edgepm.service).
+if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null || ! command -v systemd-analyze >/dev/null; then
+  echo "installing influxdb, victoria-metrics and systemd (for systemd-analyze)" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq influxdb victoria-metrics >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq influxdb victoria-metrics >/dev/null; }
+  $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null; }
 fi
 moto_venv=${EDGEPM_MOTO_VENV:-$HOME/.cache/edgepm-moto-venv}
 if [ ! -x "$moto_venv/bin/moto_server" ] || ! cmp -s scripts/lib/moto-requirements.txt "$moto_venv/.edgepm-requirements"; then

@@ -4,6 +4,7 @@
 
 mod cli;
 mod cloud;
+mod deployment;
 mod faults;
 mod hot_swap;
 mod http;

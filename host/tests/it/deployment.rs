@@ -1,0 +1,41 @@
+//! The deployment files under `infrastructure/` checked by the tools made for them.
+
+use std::process::Command;
+
+/// `infrastructure/edgepm.service` with `ExecStart` pointing at the binary under test (verify
+/// checks that the command exists), in a temporary folder.
+fn unit() -> (tempfile::TempDir, std::path::PathBuf) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infrastructure/edgepm.service"))
+            .expect("infrastructure/edgepm.service");
+    assert!(text.contains("ExecStart=/usr/local/bin/edgepm run --config /etc/edgepm/edgepm.toml"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgepm.service");
+    std::fs::write(&path, text.replace("/usr/local/bin/edgepm", env!("CARGO_BIN_EXE_edgepm"))).expect("unit");
+    (dir, path)
+}
+
+fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> (bool, String) {
+    let out = Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze is not installed: scripts/test.sh installs Debian's systemd");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+#[ignore = "needs systemd-analyze: run scripts/test.sh"]
+fn the_systemd_unit_verifies_clean_and_is_hardened() {
+    let (_dir, unit) = unit();
+    let (ok, text) = systemd_analyze(&["verify"], &unit);
+    assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
+    let (_, text) = systemd_analyze(&["security", "--offline=yes"], &unit);
+    let level = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for edgepm.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.0, "exposure {level} (docs/operations.md reports 1.5): {text}");
+}
