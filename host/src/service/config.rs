@@ -273,6 +273,8 @@ impl HostConfig {
         c.plugins_dir.as_mut().map(resolve);
         c.models_dir.as_mut().map(resolve);
         c.mqtt.resolve_paths(dir);
+        // A broker address that cannot work is a configuration error now, not at the first connect.
+        crate::ingest::mqtt::parse_url(&c.mqtt.url).with_context(|| format!("{}", path.display()))?;
         anyhow::ensure!(c.windows.hop >= 1, "{}: windows.hop must be at least 1", path.display());
         anyhow::ensure!(c.store.batch_max >= 1, "{}: store.batch_max must be at least 1", path.display());
         if let Err(problems) = c.sinks.validate() {

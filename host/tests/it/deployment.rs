@@ -88,4 +88,16 @@ fn the_example_configurations_of_the_three_deployments_validate() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown field `topic`"),
         "{out:?}"
     );
+    // So is a broker address left as a placeholder.
+    std::fs::write(
+        &bad,
+        "data_dir = \"x\"\n[mqtt]\nurl = \"mqtts://<prefix>-ats.iot.<region>.amazonaws.com\"\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["validate", "--offline", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("MQTT url"), "{out:?}");
 }
