@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = config.options("edgepm-latency-floor", true)?;
     options.set_manual_acks(true);
     let (client, mut eventloop) = edgepm::ingest::mqtt::client(options, 65_536);
-    client.subscribe(edgepm::ingest::mqtt::TELEMETRY_TOPIC, QoS::AtLeastOnce).await?;
+    client.subscribe(edgepm::topics::TELEMETRY_FILTER, QoS::AtLeastOnce).await?;
     let mut seen: HashMap<String, u64> = HashMap::new();
     eprintln!("latency floor: answering every {hop}th reading of each device");
     loop {

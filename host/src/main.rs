@@ -37,10 +37,14 @@ enum Command {
     /// Run the host against an MQTT broker: readings in, predictions and alerts out, until
     /// Ctrl-C or SIGTERM. Every setting is in the configuration file (docs/operations.md).
     Run {
-        /// The host configuration (TOML).
+        /// The host configuration (TOML). Without it, the TOML itself in $EDGEPM_CONFIG (a
+        /// container's task definition).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
+    /// Exit 0 if the host's /healthz at --addr answers 200 (a container's health check: no
+    /// shell or curl needed).
+    Healthcheck(commands::healthcheck::HealthcheckArgs),
     /// Publish telemetry of simulated motors (bearing wear on the first --failing ones).
     Simulate(simulate::SimulateArgs),
     /// Feed the rows of a CSV file as readings through a tenant's real pipeline (plugins, model,
@@ -84,7 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(c) => tenant::run(c),
         Command::Validate(args) => commands::validate::run(args),
         Command::Process(args) => process::run(args),
-        Command::Run { config } => commands::run::run(&config),
+        Command::Run { config } => commands::run::run(config.as_deref()),
+        Command::Healthcheck(args) => commands::healthcheck::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Dataset(args) => dataset::run(args),

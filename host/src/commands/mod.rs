@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod demo;
+pub mod healthcheck;
 pub mod model;
 pub mod plugin;
 pub mod process;

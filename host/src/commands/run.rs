@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-pub fn run(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = edgepm::service::HostConfig::load(config)?;
+pub fn run(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = edgepm::service::HostConfig::from_file_or_env(config)?;
     let mut stop = super::stop_signal()?;
     let service = edgepm::service::Service::start(config)?;
     tokio::runtime::Builder::new_current_thread().build()?.block_on(async {

@@ -12,27 +12,32 @@ use std::process::ExitCode;
 pub struct ValidateArgs {
     #[command(flatten)]
     pub folders: FolderArgs,
-    /// A host configuration: its plugins and models folders are validated instead, and its
-    /// cloud sinks checked against their servers.
+    /// A host configuration (or, without this flag, the TOML in $EDGEPM_CONFIG): its plugins
+    /// and models folders are validated instead, and its cloud sinks checked against their
+    /// servers.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// With --config: check the file and the tenants only, not the cloud sinks' servers (e.g.
+    /// With a configuration: check it and the tenants only, not the cloud sinks' servers (e.g.
     /// while building an image, without the network).
-    #[arg(long, requires = "config")]
+    #[arg(long)]
     pub offline: bool,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut folders = args.folders;
-    let config = match &args.config {
-        Some(path) => {
-            let c = HostConfig::load(path)?;
-            folders.plugins_dir = c.plugins_dir();
-            folders.models_dir = c.models_dir();
-            println!("{}: valid", path.display());
-            Some(c)
+    let from_env = std::env::var_os(edgepm::service::CONFIG_ENV).is_some_and(|v| !v.is_empty());
+    let config = if args.config.is_some() || from_env {
+        let c = HostConfig::from_file_or_env(args.config.as_deref())?;
+        folders.plugins_dir = c.plugins_dir();
+        folders.models_dir = c.models_dir();
+        match &args.config {
+            Some(path) => println!("{}: valid", path.display()),
+            None => println!("${}: valid", edgepm::service::CONFIG_ENV),
         }
-        None => None,
+        Some(c)
+    } else {
+        anyhow::ensure!(!args.offline, "--offline checks a configuration: give --config or $EDGEPM_CONFIG");
+        None
     };
     let host = folders.open_host()?;
     for name in host.tenant_names() {

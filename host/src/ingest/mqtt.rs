@@ -20,10 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// Telemetry topic filter.
-pub const TELEMETRY_TOPIC: &str = crate::topics::TELEMETRY_FILTER;
-/// Asset metadata topic filter (retained messages; never shared).
-pub const ASSET_TOPIC: &str = crate::topics::ASSET_FILTER;
 /// Largest MQTT packet read. A larger one cannot be read at all, so it cannot be dead-lettered:
 /// cap payloads at the broker (mosquitto `message_size_limit`, IoT Core's 128 KB) below this.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 16 << 20;
@@ -39,8 +35,14 @@ pub struct MqttConfig {
     /// stable across restarts: it names the persistent session.
     #[serde(default = "default_client_id")]
     pub client_id: String,
-    /// Join the MQTT shared subscription `$share/<group>/edgepm/+/+/telemetry`, so several hosts
-    /// split the devices' readings between them.
+    /// Subscribe to the telemetry and asset topics of these tenants only (default: every
+    /// tenant). This is how a fleet is partitioned between hosts: each host takes whole
+    /// tenants, so every reading of a device reaches the same host.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Join the MQTT shared subscription `$share/<group>/<telemetry filter>`. The broker then
+    /// hands each *message* to one member of the group — not each device: hosts in a group each
+    /// see part of every device's readings. See docs/operations.md before using it.
     #[serde(default)]
     pub shared_group: Option<String>,
     #[serde(default)]
@@ -76,6 +78,13 @@ pub struct TlsFiles {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Instead of `cert_file`: the name of an environment variable holding the PEM certificate
+    /// (ECS injects a Secrets Manager secret so; the key never touches a disk).
+    #[serde(default)]
+    pub cert_env: Option<String>,
+    /// Instead of `key_file`: the name of an environment variable holding the PEM private key.
+    #[serde(default)]
+    pub key_env: Option<String>,
     /// ALPN protocols, e.g. `["x-amzn-mqtt-ca"]` for IoT Core on port 443.
     #[serde(default)]
     pub alpn: Vec<String>,
@@ -97,6 +106,7 @@ impl MqttConfig {
         MqttConfig {
             url: url.into(),
             client_id: default_client_id(),
+            tenants: Vec::new(),
             shared_group: None,
             username: None,
             password: None,
@@ -120,12 +130,58 @@ impl MqttConfig {
         }
     }
 
-    /// The telemetry subscription, shared or not.
-    pub fn telemetry_filter(&self) -> String {
-        match &self.shared_group {
-            Some(group) => format!("$share/{group}/{TELEMETRY_TOPIC}"),
-            None => TELEMETRY_TOPIC.to_string(),
+    /// The telemetry subscriptions (one per tenant of `tenants`, or every tenant's), shared or
+    /// not.
+    pub fn telemetry_filters(&self) -> Vec<String> {
+        self.filters(crate::topics::TELEMETRY)
+            .into_iter()
+            .map(|f| match &self.shared_group {
+                Some(group) => format!("$share/{group}/{f}"),
+                None => f,
+            })
+            .collect()
+    }
+
+    /// The asset subscriptions (retained messages: never shared).
+    pub fn asset_filters(&self) -> Vec<String> {
+        self.filters(crate::topics::ASSET)
+    }
+
+    fn filters(&self, leaf: &str) -> Vec<String> {
+        if self.tenants.is_empty() {
+            vec![crate::topics::tenant_filter("+", leaf)]
+        } else {
+            self.tenants.iter().map(|t| crate::topics::tenant_filter(t, leaf)).collect()
         }
+    }
+
+    /// Checks what a configuration file can get wrong before anything connects: the url, the
+    /// tenant names, the shared group name.
+    pub fn check(&self) -> anyhow::Result<()> {
+        parse_url(&self.url)?;
+        for t in &self.tenants {
+            anyhow::ensure!(
+                crate::topics::is_name(t),
+                "[mqtt] tenants: {t:?} is not a tenant name (1-64 letters, digits, '-', '_', '.')"
+            );
+        }
+        if let Some(g) = &self.shared_group {
+            anyhow::ensure!(
+                !g.is_empty() && !g.contains(['/', '+', '#']),
+                "[mqtt] shared_group {g:?} must be a non-empty name without '/', '+' or '#'"
+            );
+        }
+        if let Some(tls) = &self.tls {
+            for (file, env, what) in
+                [(&tls.cert_file, &tls.cert_env, "certificate"), (&tls.key_file, &tls.key_env, "key")]
+            {
+                anyhow::ensure!(
+                    !(file.is_some() && env.is_some()),
+                    "[mqtt.tls] gives the client {what} twice (a file and an environment variable): keep one"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Connection options for the session `client_id`.
@@ -239,21 +295,50 @@ fn client_tls(files: Option<&TlsFiles>) -> anyhow::Result<rustls::ClientConfig> 
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_root_certificates(roots);
-    let mut config = match (&files.cert_file, &files.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .with_context(|| format!("reading the client certificate {}", cert.display()))?;
-            anyhow::ensure!(!chain.is_empty(), "{} holds no PEM certificate", cert.display());
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("reading the client key {}", key.display()))?;
+    let cert = pem_source(&files.cert_file, &files.cert_env, "certificate")?;
+    let key = pem_source(&files.key_file, &files.key_env, "key")?;
+    let mut config = match (cert, key) {
+        (Some((cert, cert_from)), Some((key, key_from))) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("reading the client certificate from {cert_from}"))?;
+            anyhow::ensure!(!chain.is_empty(), "{cert_from} holds no PEM certificate");
+            let key = PrivateKeyDer::from_pem_slice(&key)
+                .with_context(|| format!("reading the client key from {key_from}"))?;
             builder.with_client_auth_cert(chain, key).context("client certificate and key do not match")?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => anyhow::bail!("[mqtt.tls] needs both cert_file and key_file for mutual TLS"),
+        _ => anyhow::bail!(
+            "[mqtt.tls] needs both a client certificate and a key for mutual TLS (cert_file or cert_env, key_file or key_env)"
+        ),
     };
     config.alpn_protocols = files.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(config)
+}
+
+/// The PEM bytes of a client certificate or key and where they came from (a file or an
+/// environment variable), `None` when neither is configured.
+fn pem_source(
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    what: &str,
+) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+    match (file, env) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "[mqtt.tls] gives the client {what} as a file and an environment variable: keep one"
+        ),
+        (Some(path), None) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the client {what} {}", path.display()))?;
+            Ok(Some((bytes, path.display().to_string())))
+        }
+        (None, Some(name)) => {
+            let text = std::env::var(name)
+                .with_context(|| format!("[mqtt.tls] {what}: the environment variable {name} is not set"))?;
+            Ok(Some((text.into_bytes(), format!("the environment variable {name}"))))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// A received message and the packet its acknowledgement needs.
@@ -458,9 +543,27 @@ mod tests {
     #[test]
     fn shared_subscription_filter() {
         let mut c = MqttConfig::new("mqtt://localhost");
-        assert_eq!(c.telemetry_filter(), "edgepm/+/+/telemetry");
+        assert_eq!(c.telemetry_filters(), ["edgepm/+/+/telemetry"]);
         c.shared_group = Some("plant-a".into());
-        assert_eq!(c.telemetry_filter(), "$share/plant-a/edgepm/+/+/telemetry");
+        assert_eq!(c.telemetry_filters(), ["$share/plant-a/edgepm/+/+/telemetry"]);
+    }
+
+    #[test]
+    fn a_host_of_some_tenants_subscribes_to_theirs_only() {
+        let mut c = MqttConfig::new("mqtt://localhost");
+        assert_eq!(c.asset_filters(), ["edgepm/+/+/asset"]);
+        c.tenants = vec!["acme".into(), "ai4i".into()];
+        assert_eq!(c.telemetry_filters(), ["edgepm/acme/+/telemetry", "edgepm/ai4i/+/telemetry"]);
+        assert_eq!(c.asset_filters(), ["edgepm/acme/+/asset", "edgepm/ai4i/+/asset"]);
+        c.shared_group = Some("g".into());
+        assert_eq!(c.telemetry_filters()[1], "$share/g/edgepm/ai4i/+/telemetry");
+        assert_eq!(c.asset_filters()[0], "edgepm/acme/+/asset");
+        assert!(c.check().is_ok());
+        c.tenants.push("a/b".into());
+        assert!(format!("{:#}", c.check().unwrap_err()).contains("not a tenant name"));
+        c.tenants.pop();
+        c.shared_group = Some("a/b".into());
+        assert!(c.check().is_err());
     }
 
     #[test]

@@ -11,8 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The host configuration (`edgepm run --config edgepm.toml`). Relative paths are relative to
-/// the file's folder. See `docs/operations.md` for every key.
+/// The environment variable that may hold the whole configuration (TOML) instead of a file.
+pub const CONFIG_ENV: &str = "EDGEPM_CONFIG";
+
+/// The host configuration (`edgepm run --config edgepm.toml`, or the TOML in `EDGEPM_CONFIG`).
+/// Relative paths are relative to the file's folder. See `docs/operations.md` for every key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
@@ -262,8 +265,41 @@ impl HostConfig {
     /// Reads `path`; relative paths in it are resolved against its folder.
     pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut c: HostConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        HostConfig::parse(&text, path.parent().unwrap_or(Path::new(".")), &path.display().to_string())
+    }
+
+    /// The configuration of the `EDGEPM_CONFIG` environment variable (the TOML text itself, as a
+    /// container's task definition gives it), relative paths against the working folder.
+    pub fn from_env() -> anyhow::Result<Option<HostConfig>> {
+        match std::env::var(CONFIG_ENV) {
+            Ok(text) if !text.trim().is_empty() => {
+                HostConfig::parse(&text, Path::new("."), &format!("${CONFIG_ENV}")).map(Some)
+            }
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => anyhow::bail!("${CONFIG_ENV}: {e}"),
+        }
+    }
+
+    /// `--config <file>` or, without it, `EDGEPM_CONFIG`; never both (which one would win is a
+    /// surprise either way).
+    pub fn from_file_or_env(path: Option<&Path>) -> anyhow::Result<HostConfig> {
+        match (path, HostConfig::from_env()?) {
+            (Some(path), None) => HostConfig::load(path),
+            (None, Some(c)) => Ok(c),
+            (Some(path), Some(_)) => anyhow::bail!(
+                "both --config {} and ${CONFIG_ENV} are set: give the configuration one way",
+                path.display()
+            ),
+            (None, None) => anyhow::bail!(
+                "no configuration: pass --config <edgepm.toml> or put the TOML in ${CONFIG_ENV}"
+            ),
+        }
+    }
+
+    /// Parses and checks the TOML `text`; relative paths resolve against `dir`; errors name
+    /// `origin`.
+    pub fn parse(text: &str, dir: &Path, origin: &str) -> anyhow::Result<HostConfig> {
+        let mut c: HostConfig = toml::from_str(text).with_context(|| origin.to_string())?;
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -274,11 +310,11 @@ impl HostConfig {
         c.models_dir.as_mut().map(resolve);
         c.mqtt.resolve_paths(dir);
         // A broker address that cannot work is a configuration error now, not at the first connect.
-        crate::ingest::mqtt::parse_url(&c.mqtt.url).with_context(|| format!("{}", path.display()))?;
-        anyhow::ensure!(c.windows.hop >= 1, "{}: windows.hop must be at least 1", path.display());
-        anyhow::ensure!(c.store.batch_max >= 1, "{}: store.batch_max must be at least 1", path.display());
+        c.mqtt.check().with_context(|| origin.to_string())?;
+        anyhow::ensure!(c.windows.hop >= 1, "{origin}: windows.hop must be at least 1");
+        anyhow::ensure!(c.store.batch_max >= 1, "{origin}: store.batch_max must be at least 1");
         if let Err(problems) = c.sinks.validate() {
-            anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+            anyhow::bail!("{origin}: {}", problems.join("; "));
         }
         Ok(c)
     }

@@ -6,7 +6,7 @@
 //! threads of their own; one staged signal (`crate::shutdown`) stops them in order.
 
 use crate::ingest::Ingestor;
-use crate::ingest::mqtt::{self, ASSET_TOPIC, Connection, Delivery, ingest_session};
+use crate::ingest::mqtt::{self, Connection, Delivery, ingest_session};
 use crate::ingest::run::{Acker, Acknowledger, IngestLoop, pause_before_ack};
 use crate::metrics::Metrics;
 use crate::plugins::{HostOptions, PluginHost};
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 pub use crate::ingest::run::{PAUSE_BEFORE_ACK_ENV, Totals};
 
 mod config;
-pub use config::{HostConfig, HttpConfig, LimitsConfig, LogsConfig, StoreConfig, WindowsConfig};
+pub use config::{CONFIG_ENV, HostConfig, HttpConfig, LimitsConfig, LogsConfig, StoreConfig, WindowsConfig};
 
 /// A running host. [`Service::stop`] shuts it down cleanly; dropping it stops it too.
 pub struct Service {
@@ -143,10 +143,13 @@ impl Service {
         let mut in_options = config.mqtt.options(&config.mqtt.client_id, false)?;
         in_options.set_manual_acks(true);
         let (in_client, in_loop) = mqtt::client(in_options, 65_536);
-        let filters = vec![
-            (config.mqtt.telemetry_filter(), QoS::AtLeastOnce),
-            (ASSET_TOPIC.to_string(), QoS::AtLeastOnce),
-        ];
+        let filters: Vec<(String, QoS)> = config
+            .mqtt
+            .telemetry_filters()
+            .into_iter()
+            .chain(config.mqtt.asset_filters())
+            .map(|f| (f, QoS::AtLeastOnce))
+            .collect();
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivery>(4 * config.store.batch_max);
         let connection = Connection::default();
         runtime.spawn(ingest_session(
