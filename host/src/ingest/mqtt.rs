@@ -287,8 +287,12 @@ fn client_tls(files: Option<&TlsFiles>) -> anyhow::Result<rustls::ClientConfig> 
         .and_then(|it| it.collect::<Result<_, _>>())
         .with_context(|| format!("reading CA certificates from {}", files.ca_file.display()))?;
     anyhow::ensure!(!cas.is_empty(), "{} holds no PEM certificate", files.ca_file.display());
-    for ca in cas {
-        roots.add(ca).with_context(|| format!("adding a CA certificate of {}", files.ca_file.display()))?;
+    // A system bundle (/etc/ssl/certs/ca-certificates.crt) may hold a certificate webpki cannot
+    // parse; the others still serve, as in every TLS client that reads such a bundle.
+    let (added, ignored) = roots.add_parsable_certificates(cas);
+    anyhow::ensure!(added > 0, "{}: none of its CA certificates could be used", files.ca_file.display());
+    if ignored > 0 {
+        warn!(ca_file = %files.ca_file.display(), ignored, "CA certificates that could not be parsed were skipped");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -338,6 +342,69 @@ fn pem_source(
             Ok(Some((text.into_bytes(), format!("the environment variable {name}"))))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// What the ingest session subscribes to — and unsubscribes from. MQTT keeps a persistent
+/// session's subscriptions at the broker across reconnects and restarts, so a host whose
+/// `tenants` shrank would go on receiving the tenants it gave up. The filters of the last run
+/// (same broker, same client id) are kept in a small record file; those no longer wanted are
+/// unsubscribed at every connect, and the record is rewritten once the broker acknowledged both.
+pub struct Subscriptions {
+    pub filters: Vec<(String, QoS)>,
+    /// Filters an earlier run subscribed to that this one does not want.
+    pub stale: Vec<String>,
+    record: Option<(PathBuf, SubscriptionRecord)>,
+}
+
+#[derive(serde::Serialize, Deserialize, PartialEq, Debug)]
+struct SubscriptionRecord {
+    /// `host:port` (never the url: it may hold a password).
+    broker: String,
+    client_id: String,
+    filters: Vec<String>,
+}
+
+impl Subscriptions {
+    /// The subscriptions of `config`; with `record`, the stale ones of the last run and the file
+    /// to remember this run's in.
+    pub fn new(config: &MqttConfig, record: Option<PathBuf>) -> anyhow::Result<Subscriptions> {
+        let wanted: Vec<String> =
+            config.telemetry_filters().into_iter().chain(config.asset_filters()).collect();
+        let url = parse_url(&config.url)?;
+        let now = SubscriptionRecord {
+            broker: format!("{}:{}", url.host, url.port),
+            client_id: config.client_id.clone(),
+            filters: wanted.clone(),
+        };
+        let earlier = record
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<SubscriptionRecord>(&t).ok());
+        let stale = match earlier {
+            Some(e) if e.broker == now.broker && e.client_id == now.client_id => {
+                e.filters.into_iter().filter(|f| !wanted.contains(f)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Subscriptions {
+            filters: wanted.into_iter().map(|f| (f, QoS::AtLeastOnce)).collect(),
+            stale,
+            record: record.map(|p| (p, now)),
+        })
+    }
+
+    /// Writes the record (atomically); a failure is logged: the next start only unsubscribes less.
+    fn remember(&self) {
+        let Some((path, record)) = &self.record else { return };
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(record)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            warn!(file = %path.display(), error = %e, "Could not record the MQTT subscriptions");
+        }
     }
 }
 
@@ -418,7 +485,7 @@ impl Backoff {
 pub async fn ingest_session(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    filters: Vec<(String, QoS)>,
+    subscriptions: Subscriptions,
     tx: tokio::sync::mpsc::Sender<Delivery>,
     metrics: TelemetryMetrics,
     connection: Connection,
@@ -427,7 +494,10 @@ pub async fn ingest_session(
     let stop = shutdown.wait(Stage::Ingest);
     tokio::pin!(stop);
     let mut backoff = Backoff::new();
+    let filters = &subscriptions.filters;
     let mut acked = 0usize;
+    let mut unsubscribed = 0usize;
+    let mut remembered = false;
     let mut current = connection.current();
     // Publications received while the ingest loop is busy: the session keeps polling (and so
     // answering keep-alives) however long the loop takes, and hands them over in order.
@@ -457,9 +527,16 @@ pub async fn ingest_session(
                 info!(session_present = ack.session_present, "MQTT ingest session connected");
                 current = connection.next();
                 acked = 0;
-                for (filter, qos) in &filters {
+                unsubscribed = 0;
+                for (filter, qos) in filters {
                     if let Err(e) = client.try_subscribe(filter.clone(), *qos) {
                         warn!(%filter, error = %e, "Subscribing failed");
+                    }
+                }
+                for filter in &subscriptions.stale {
+                    info!(%filter, "Unsubscribing from a filter of an earlier configuration");
+                    if let Err(e) = client.try_unsubscribe(filter.clone()) {
+                        warn!(%filter, error = %e, "Unsubscribing failed");
                     }
                 }
             }
@@ -493,6 +570,17 @@ pub async fn ingest_session(
                     if acked >= filters.len() {
                         connection.subscribed.store(true, Ordering::Relaxed);
                     }
+                }
+                if !remembered && acked >= filters.len() && unsubscribed >= subscriptions.stale.len() {
+                    subscriptions.remember();
+                    remembered = true;
+                }
+            }
+            Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                unsubscribed += 1;
+                if !remembered && acked >= filters.len() && unsubscribed >= subscriptions.stale.len() {
+                    subscriptions.remember();
+                    remembered = true;
                 }
             }
             Ok(_) => {}
@@ -546,6 +634,26 @@ mod tests {
         assert_eq!(c.telemetry_filters(), ["edgepm/+/+/telemetry"]);
         c.shared_group = Some("plant-a".into());
         assert_eq!(c.telemetry_filters(), ["$share/plant-a/edgepm/+/+/telemetry"]);
+    }
+
+    #[test]
+    fn filters_of_an_earlier_run_of_the_same_session_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("mqtt-subscriptions.json");
+        let mut c = MqttConfig::new("mqtt://user:secret@broker.local:1884");
+        let first = Subscriptions::new(&c, Some(record.clone())).unwrap();
+        assert!(first.stale.is_empty(), "no record yet");
+        first.remember();
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(text.contains("broker.local:1884") && !text.contains("secret"), "{text}");
+        c.tenants = vec!["acme".into()];
+        let second = Subscriptions::new(&c, Some(record.clone())).unwrap();
+        assert_eq!(second.stale, ["edgepm/+/+/telemetry", "edgepm/+/+/asset"]);
+        assert_eq!(second.filters.len(), 2);
+        // Another client id (or broker) is another session: nothing of it is ours to drop.
+        c.client_id = "other".into();
+        assert!(Subscriptions::new(&c, Some(record.clone())).unwrap().stale.is_empty());
+        assert!(Subscriptions::new(&c, None).unwrap().stale.is_empty());
     }
 
     #[test]

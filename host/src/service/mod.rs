@@ -14,7 +14,6 @@ use crate::shutdown::{Shutdown, Stage};
 use crate::sinks::{DeadLetters, DriverContext, Drivers, Settled};
 use crate::store::{Counts, SqliteStore};
 use anyhow::Context as _;
-use rumqttc::QoS;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,19 +142,14 @@ impl Service {
         let mut in_options = config.mqtt.options(&config.mqtt.client_id, false)?;
         in_options.set_manual_acks(true);
         let (in_client, in_loop) = mqtt::client(in_options, 65_536);
-        let filters: Vec<(String, QoS)> = config
-            .mqtt
-            .telemetry_filters()
-            .into_iter()
-            .chain(config.mqtt.asset_filters())
-            .map(|f| (f, QoS::AtLeastOnce))
-            .collect();
+        let subscriptions =
+            mqtt::Subscriptions::new(&config.mqtt, Some(config.data_dir.join("mqtt-subscriptions.json")))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivery>(4 * config.store.batch_max);
         let connection = Connection::default();
         runtime.spawn(ingest_session(
             in_loop,
             in_client.clone(),
-            filters,
+            subscriptions,
             tx,
             telemetry.clone(),
             connection.clone(),
