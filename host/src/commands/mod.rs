@@ -74,3 +74,26 @@ pub fn stop_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     })?;
     Ok(rx)
 }
+
+/// A counter raised on every SIGHUP (`systemctl reload edgepm`), from a thread of its own; never
+/// raised off Unix. Registering it also keeps SIGHUP from killing the process.
+pub fn reload_signal() -> anyhow::Result<tokio::sync::watch::Receiver<u64>> {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Registered here, before the host starts: a SIGHUP from then on is a reload, never a kill.
+        let mut hup = runtime.block_on(async { signal(SignalKind::hangup()) })?;
+        std::thread::Builder::new().name("edgepm-sighup".into()).spawn(move || {
+            runtime.block_on(async {
+                while hup.recv().await.is_some() {
+                    tx.send_modify(|n| *n += 1);
+                }
+            });
+        })?;
+    }
+    #[cfg(not(unix))]
+    std::mem::forget(tx);
+    Ok(rx)
+}
