@@ -36,6 +36,17 @@ if [ ! -x "$moto_venv/bin/moto_server" ] || ! cmp -s scripts/lib/moto-requiremen
 fi
 export EDGEPM_MOTO_SERVER="$moto_venv/bin/moto_server"
 
+# The deployment files' linters: cfn-lint and checkov (the CloudFormation template), hadolint and
+# checkov (the Dockerfile), pinned in scripts/lib/lint-requirements.txt.
+lint_venv=${EDGEPM_LINT_VENV:-$HOME/.cache/edgepm-lint-venv}
+if [ ! -x "$lint_venv/bin/cfn-lint" ] || ! cmp -s scripts/lib/lint-requirements.txt "$lint_venv/.edgepm-requirements"; then
+  echo "installing cfn-lint, checkov and hadolint into $lint_venv" >&2
+  python3 -m venv "$lint_venv"
+  "$lint_venv/bin/pip" install -q -r scripts/lib/lint-requirements.txt
+  cp scripts/lib/lint-requirements.txt "$lint_venv/.edgepm-requirements"
+fi
+export EDGEPM_LINT_VENV="$lint_venv"
+
 # A plugin from another toolchain: the Python example policy, built with componentize-py in a
 # virtualenv of the project's own (rebuilt only when its source or the WIT changed).
 venv=${EDGEPM_PY_VENV:-$HOME/.cache/edgepm-py-venv}

@@ -382,6 +382,116 @@ fn the_host_connects_with_mutual_tls() {
     host.stop();
 }
 
+/// The host as the Fargate task runs it (infrastructure/cloudformation-template.yaml): the whole
+/// configuration in `EDGEPM_CONFIG`, the client certificate and key in environment variables
+/// (ECS injects them from Secrets Manager), and one tenant's topics only (`[mqtt] tenants`): the
+/// readings of another tenant on the same broker never reach it.
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn a_host_configured_from_the_environment_serves_its_tenants_only() {
+    let certs = crate::support::broker::Certificates::generate();
+    let tls_port = crate::support::broker::free_port();
+    let broker = Mosquitto::start_with(&certs.mosquitto_listener(tls_port));
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    data_dir_with_tenant(root.path(), "beta", TENANT_TOML);
+    let config = format!(
+        "data_dir = {data:?}\nwatch_plugins = false\n\
+         [mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nclient_id = \"edgepm-it\"\ntenants = [\"acme\"]\n\
+         [mqtt.tls]\nca_file = {:?}\ncert_env = \"EDGEPM_IT_CERT\"\nkey_env = \"EDGEPM_IT_KEY\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
+        certs.ca
+    );
+    // Without the variables the host refuses to start, naming the one missing.
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .arg("run")
+        .env("EDGEPM_CONFIG", &config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("edgepm run");
+    let exited = wait_until(Duration::from_secs(30), || refused.try_wait().ok().flatten().is_some());
+    let _ = refused.kill();
+    let out = refused.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited.is_some() && !out.status.success(), "the host started without its key: {stderr}");
+    assert!(stderr.contains("EDGEPM_IT_CERT is not set"), "{stderr}");
+    // No file names the certificate or key: only the environment holds them.
+    let pem = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
+    let (cert, key) = (pem(&certs.client_cert), pem(&certs.client_key));
+    let mut host = HostProcess::start_from_env(
+        root.path(),
+        &data,
+        &config,
+        &[("EDGEPM_IT_CERT", &cert), ("EDGEPM_IT_KEY", &key)],
+    );
+    broker.publish_lines("edgepm/beta/B1/telemetry", &readings("B1", false, 4, 6));
+    broker.publish_lines("edgepm/acme/M1/telemetry", &readings("M1", false, 4, 5));
+    let scored = wait_until(Duration::from_secs(20), || {
+        host.count("SELECT count(*) FROM predictions WHERE tenant = 'acme'") == 1
+    });
+    assert!(scored.is_some(), "acme's readings reached the host over mTLS; log:\n{}", host.log_text());
+    // beta's were published first, on the same broker: a subscriber to them would have them.
+    assert_eq!(host.count("SELECT count(*) FROM readings WHERE tenant = 'beta'"), 0);
+    assert_eq!(host.count("SELECT count(*) FROM parked"), 0);
+    host.stop();
+}
+
+/// `systemctl reload` (SIGHUP): a configuration that loads replaces the running one in the same
+/// process — here `[mqtt] tenants` narrows from every tenant to acme, and the broker's persistent
+/// session stops delivering beta's readings (the host unsubscribes from its old filters); one
+/// that does not load is reported and the host goes on serving.
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn sighup_reloads_the_configuration_and_a_broken_one_changes_nothing() {
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    data_dir_with_tenant(root.path(), "beta", TENANT_TOML);
+    let host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let stored =
+        |tenant: &str| host.count(&format!("SELECT count(*) FROM readings WHERE tenant = '{tenant}'"));
+    broker.publish_lines("edgepm/beta/B1/telemetry", &readings("B1", false, 4, 6));
+    assert!(wait_until(Duration::from_secs(20), || stored("beta") == 4).is_some(), "beta served at first");
+
+    let text = std::fs::read_to_string(&host.config).expect("config");
+    let narrowed =
+        text.replace("client_id = \"edgepm-it\"\n", "client_id = \"edgepm-it\"\ntenants = [\"acme\"]\n");
+    assert_ne!(narrowed, text);
+    std::fs::write(&host.config, narrowed).expect("config");
+    host.signal(libc::SIGHUP);
+    // The record of the session's filters is rewritten once the broker acknowledged the new
+    // subscriptions and the unsubscriptions.
+    let record = data.join("mqtt-subscriptions.json");
+    let reloaded = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&record).is_ok_and(|r| r.contains("edgepm/acme/+/telemetry"))
+    });
+    let log = host.log_text();
+    assert!(reloaded.is_some(), "reloaded; log:\n{log}");
+    assert!(log.contains("starting again with the reloaded configuration"), "{log}");
+    assert!(log.contains("Unsubscribing from a filter of an earlier configuration"), "{log}");
+    broker.publish_lines("edgepm/beta/B1/telemetry", &readings("B1", false, 4, 7));
+    broker.publish_lines("edgepm/acme/M1/telemetry", &readings("M1", false, 4, 5));
+    assert!(
+        wait_until(Duration::from_secs(20), || stored("acme") == 4).is_some(),
+        "acme served after the reload"
+    );
+    assert_eq!(stored("beta"), 4, "beta's readings published after the reload reached the host");
+
+    std::fs::write(&host.config, "data_dir = 1\n").expect("config");
+    host.signal(libc::SIGHUP);
+    let refused =
+        wait_until(Duration::from_secs(10), || host.log_text().contains("the configuration does not load"));
+    assert!(refused.is_some(), "a broken configuration is reported; log:\n{}", host.log_text());
+    broker.publish_lines("edgepm/acme/M2/telemetry", &readings("M2", false, 4, 8));
+    assert!(
+        wait_until(Duration::from_secs(20), || stored("acme") == 8).is_some(),
+        "the host kept serving; log:\n{}",
+        host.log_text()
+    );
+    let mut host = host;
+    host.stop();
+}
+
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {

@@ -213,6 +213,8 @@ pub struct HostProcess {
     pub config: PathBuf,
     pub log: PathBuf,
     pub data: PathBuf,
+    /// Hand the configuration over in `EDGEPM_CONFIG` (its text), not `--config <file>`.
+    pub config_in_env: bool,
 }
 
 impl HostProcess {
@@ -247,6 +249,25 @@ impl HostProcess {
         h
     }
 
+    /// Starts the host with `text` as its whole configuration, given as a container's task
+    /// definition gives it: the TOML itself in `EDGEPM_CONFIG`, no file named. Returns once it
+    /// subscribed. `env` is added to its environment.
+    pub fn start_from_env(root: &Path, data: &Path, text: &str, env: &[(&str, &str)]) -> HostProcess {
+        let config = root.join("edgepm.toml");
+        std::fs::write(&config, text).expect("config");
+        let mut h = HostProcess {
+            child: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config,
+            log: root.join("host.log"),
+            data: data.to_path_buf(),
+            config_in_env: true,
+        };
+        h.launch();
+        h.wait_subscribed(0);
+        h
+    }
+
     /// Writes the configuration; starts nothing.
     fn configure(root: &Path, data: &Path, url: &str, extra: &str) -> HostProcess {
         let config = root.join("edgepm.toml");
@@ -264,6 +285,7 @@ impl HostProcess {
             config,
             log: root.join("host.log"),
             data: data.to_path_buf(),
+            config_in_env: false,
         }
     }
 
@@ -277,10 +299,14 @@ impl HostProcess {
     /// Spawns `edgepm run` with the configuration, the extra environment and the log.
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgepm"));
+        cmd.arg("run");
+        if self.config_in_env {
+            cmd.env("EDGEPM_CONFIG", std::fs::read_to_string(&self.config).expect("config"));
+        } else {
+            cmd.arg("--config").arg(&self.config);
+        }
+        let child = cmd
             .env("RUST_LOG", "info,cranelift=warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
@@ -341,6 +367,13 @@ impl HostProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends `signal` to the running host.
+    pub fn signal(&self, signal: i32) {
+        let c = self.child.as_ref().expect("a running host");
+        // SAFETY: sending a signal to our own child process id.
+        assert_eq!(unsafe { libc::kill(c.id() as i32, signal) }, 0, "kill");
     }
 
     /// SIGTERM and wait: the clean shutdown path. Panics when it does not exit 0.
