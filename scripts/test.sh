@@ -27,36 +27,32 @@ if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null |
   $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null 2>&1 \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null; }
 fi
+# A virtualenv of the project's own at $1 with the pinned requirements $2, (re)made when $3 is
+# missing from it or the requirements changed.
+venv_with() {
+  local venv=$1 requirements=$2 probe=$3
+  if [ ! -x "$venv/bin/$probe" ] || ! cmp -s "$requirements" "$venv/.edgepm-requirements"; then
+    echo "installing $requirements into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$requirements"
+    cp "$requirements" "$venv/.edgepm-requirements"
+  fi
+}
 moto_venv=${EDGEPM_MOTO_VENV:-$HOME/.cache/edgepm-moto-venv}
-if [ ! -x "$moto_venv/bin/moto_server" ] || ! cmp -s scripts/lib/moto-requirements.txt "$moto_venv/.edgepm-requirements"; then
-  echo "installing moto server into $moto_venv" >&2
-  python3 -m venv "$moto_venv"
-  "$moto_venv/bin/pip" install -q -r scripts/lib/moto-requirements.txt
-  cp scripts/lib/moto-requirements.txt "$moto_venv/.edgepm-requirements"
-fi
+venv_with "$moto_venv" scripts/lib/moto-requirements.txt moto_server
 export EDGEPM_MOTO_SERVER="$moto_venv/bin/moto_server"
 
 # The deployment files' linters: cfn-lint and checkov (the CloudFormation template), hadolint and
 # checkov (the Dockerfile), pinned in scripts/lib/lint-requirements.txt.
 lint_venv=${EDGEPM_LINT_VENV:-$HOME/.cache/edgepm-lint-venv}
-if [ ! -x "$lint_venv/bin/cfn-lint" ] || ! cmp -s scripts/lib/lint-requirements.txt "$lint_venv/.edgepm-requirements"; then
-  echo "installing cfn-lint, checkov and hadolint into $lint_venv" >&2
-  python3 -m venv "$lint_venv"
-  "$lint_venv/bin/pip" install -q -r scripts/lib/lint-requirements.txt
-  cp scripts/lib/lint-requirements.txt "$lint_venv/.edgepm-requirements"
-fi
+venv_with "$lint_venv" scripts/lib/lint-requirements.txt cfn-lint
 export EDGEPM_LINT_VENV="$lint_venv"
 
 # A plugin from another toolchain: the Python example policy, built with componentize-py in a
 # virtualenv of the project's own (rebuilt only when its source or the WIT changed).
 venv=${EDGEPM_PY_VENV:-$HOME/.cache/edgepm-py-venv}
 example=plugins/examples/python-policy
-if [ ! -x "$venv/bin/componentize-py" ] || ! cmp -s "$example/requirements.txt" "$venv/.edgepm-requirements"; then
-  echo "installing componentize-py into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$example/requirements.txt"
-  cp "$example/requirements.txt" "$venv/.edgepm-requirements"
-fi
+venv_with "$venv" "$example/requirements.txt" componentize-py
 mkdir -p "$target/python-plugins"
 py_policy="$(cd "$target/python-plugins" && pwd)/policy.wasm"
 if [ ! -f "$py_policy" ] || [ "$example/app.py" -nt "$py_policy" ] || [ wit/plugin.wit -nt "$py_policy" ]; then
