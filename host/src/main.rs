@@ -42,6 +42,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Ask the local store about equipment health (e.g. `edgepm query degradation`).
+    #[command(subcommand)]
+    Query(commands::query::QueryCommand),
     /// Exit 0 if the host's /healthz at --addr answers 200 (a container's health check: no
     /// shell or curl needed).
     Healthcheck(commands::healthcheck::HealthcheckArgs),
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Process(args) => process::run(args),
         Command::Run { config } => commands::run::run(config.as_deref()),
         Command::Healthcheck(args) => commands::healthcheck::run(args),
+        Command::Query(c) => commands::query::run(c),
         Command::Simulate(args) => simulate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Dataset(args) => dataset::run(args),

@@ -7,6 +7,7 @@ pub mod healthcheck;
 pub mod model;
 pub mod plugin;
 pub mod process;
+pub mod query;
 pub mod replay;
 pub mod run;
 pub mod simulate;

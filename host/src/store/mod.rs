@@ -9,8 +9,9 @@ mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
-    Counts, DeferredWindow, Durability, MessageKind, OutboxBound, OutboxItem, OutboxRead, OutcomeRow,
-    SqliteStore, StoreGone, StoredPrediction, WalSync, decode_channels, encode_channels,
+    Counts, DeferredWindow, Degradation, DegradationQuery, DeviceTrend, Durability, MessageKind, OutboxBound,
+    OutboxItem, OutboxRead, OutcomeRow, SqliteStore, StoreGone, StoredPrediction, WalSync, decode_channels,
+    encode_channels,
 };
 
 use crate::types::Features;

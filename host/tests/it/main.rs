@@ -6,6 +6,7 @@ mod cli;
 mod cloud;
 mod deployment;
 mod faults;
+mod health;
 mod hot_swap;
 mod http;
 mod ingest;

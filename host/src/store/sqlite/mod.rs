@@ -23,11 +23,13 @@
 //! features of the window being processed.
 
 mod durability;
+mod health;
 mod history;
 mod outbox;
 mod readings;
 
 pub use durability::WalSync;
+pub use health::{Degradation, DegradationQuery, DeviceTrend};
 pub use history::{OutcomeRow, StoredPrediction};
 pub use outbox::{MessageKind, OutboxBound, OutboxItem, OutboxRead};
 pub use readings::{DeferredWindow, decode_channels, encode_channels};
