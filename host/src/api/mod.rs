@@ -9,6 +9,9 @@
 //!   disk space), 503 otherwise; always lists recent plugin rejections and quarantines, the
 //!   outbox depth and the free disk space.
 //! - `GET /metrics`: Prometheus text format.
+//! - `/api/v1/...`: equipment health as JSON ([`v1`], `docs/api.md`), when the host keeps a store.
+
+pub mod v1;
 
 use crate::plugins::{PluginEventKind, PluginHost};
 use crate::types::Stage;
@@ -30,6 +33,21 @@ pub struct ApiState {
     pub host: Arc<PluginHost>,
     /// Whether readiness requires the MQTT ingest session (true under `edgepm run`).
     pub needs_mqtt: bool,
+    /// A read-only connection to the store, for `/api/v1` (`None`: `edgepm process`, no store).
+    pub store: Option<Arc<crate::store::SqliteStore>>,
+    /// Who may read `/api/v1`.
+    pub access: ApiAccess,
+}
+
+/// Who may read `/api/v1` (the probes `/healthz`, `/readyz`, `/metrics` are always open).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiAccess {
+    /// Anyone who can connect: the host listens on loopback only.
+    Open,
+    /// Requests with `Authorization: Bearer <token>`.
+    Token(String),
+    /// Nobody: bound to another address without a token (`[http] token` / `token_env`).
+    Refused,
 }
 
 /// The routes.
@@ -38,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(v1::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), v1::guard)))
         .with_state(state)
 }
 
@@ -54,7 +73,17 @@ pub fn start(
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding the HTTP address {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics");
+    tracing::info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics /api/v1");
+    match &state.access {
+        ApiAccess::Open => {}
+        ApiAccess::Token(_) => {
+            tracing::info!("/api/v1 requires the bearer token of [http] token / token_env")
+        }
+        ApiAccess::Refused => tracing::warn!(
+            addr = %local,
+            "/api/v1 is refused to everyone: the host listens beyond loopback without [http] token or token_env"
+        ),
+    }
     runtime.spawn(async move {
         if let Err(e) = serve(listener, state, shutdown).await {
             tracing::error!(error = %e, "HTTP server failed");

@@ -33,7 +33,12 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<ExitCode> {
                 .thread_name("edgepm-http")
                 .enable_all()
                 .build()?;
-            let state = edgepm::api::ApiState { host: host.clone(), needs_mqtt: false };
+            let state = edgepm::api::ApiState {
+                host: host.clone(),
+                needs_mqtt: false,
+                store: None,
+                access: edgepm::api::ApiAccess::Open,
+            };
             edgepm::api::start(runtime.handle(), addr, state, std::future::pending())?;
             Some(runtime)
         }

@@ -229,14 +229,43 @@ fn default_mqtt_log_max_mib() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `/healthz`, `/readyz`, `/metrics` (default `127.0.0.1:9464`; port 0 picks a free one).
+    /// `/healthz`, `/readyz`, `/metrics`, `/api/v1` (default `127.0.0.1:9464`; port 0 picks a
+    /// free one).
     #[serde(default = "default_listen")]
     pub listen: Option<SocketAddr>,
+    /// The bearer token `/api/v1` requires (`Authorization: Bearer <token>`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Instead of `token`: the environment variable holding it.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen() }
+        HttpConfig { listen: default_listen(), token: None, token_env: None }
+    }
+}
+
+impl HttpConfig {
+    /// Who may read `/api/v1`: anyone on loopback without a token; with a token, whoever
+    /// presents it; bound elsewhere without one, nobody (the probes stay open).
+    pub fn api_access(&self) -> anyhow::Result<crate::api::ApiAccess> {
+        use crate::api::ApiAccess;
+        let token = match (&self.token, &self.token_env) {
+            (Some(_), Some(_)) => anyhow::bail!("[http] gives token and token_env: keep one"),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("[http] token_env: the environment variable {var} is not set")
+            })?),
+            (None, None) => None,
+        };
+        Ok(match token {
+            Some(t) if t.trim().is_empty() => anyhow::bail!("[http] the API token is empty"),
+            Some(t) => ApiAccess::Token(t),
+            None if self.listen.is_none_or(|a| a.ip().is_loopback()) => ApiAccess::Open,
+            None => ApiAccess::Refused,
+        })
     }
 }
 
@@ -311,6 +340,10 @@ impl HostConfig {
         c.mqtt.resolve_paths(dir);
         // A broker address that cannot work is a configuration error now, not at the first connect.
         c.mqtt.check().with_context(|| origin.to_string())?;
+        anyhow::ensure!(
+            c.http.token.is_none() || c.http.token_env.is_none(),
+            "{origin}: [http] gives token and token_env: keep one"
+        );
         anyhow::ensure!(c.windows.hop >= 1, "{origin}: windows.hop must be at least 1");
         anyhow::ensure!(c.store.batch_max >= 1, "{origin}: store.batch_max must be at least 1");
         if let Err(problems) = c.sinks.validate() {
@@ -335,5 +368,31 @@ impl HostConfig {
     /// Log of every MQTT message the host published.
     pub fn mqtt_log(&self) -> PathBuf {
         self.data_dir.join("logs").join("mqtt_messages.jsonl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiAccess;
+
+    #[test]
+    fn the_api_is_open_on_loopback_needs_a_token_elsewhere() {
+        let mut http = HttpConfig::default();
+        assert_eq!(http.api_access().unwrap(), ApiAccess::Open);
+        http.listen = Some("[::1]:9464".parse().unwrap());
+        assert_eq!(http.api_access().unwrap(), ApiAccess::Open);
+        http.listen = Some("0.0.0.0:9464".parse().unwrap());
+        assert_eq!(http.api_access().unwrap(), ApiAccess::Refused);
+        http.token = Some("s3cret".into());
+        assert_eq!(http.api_access().unwrap(), ApiAccess::Token("s3cret".into()));
+        http.token_env = Some("EDGEPM_TEST_NO_SUCH_VARIABLE".into());
+        assert!(http.api_access().is_err(), "both");
+        http.token = None;
+        let e = http.api_access().unwrap_err().to_string();
+        assert!(e.contains("EDGEPM_TEST_NO_SUCH_VARIABLE is not set"), "{e}");
+        http.token_env = None;
+        http.token = Some("  ".into());
+        assert!(http.api_access().is_err(), "an empty token");
     }
 }

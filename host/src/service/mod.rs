@@ -197,7 +197,10 @@ impl Service {
 
         let http_addr = match config.http.listen {
             Some(addr) => {
-                let state = crate::api::ApiState { host: host.clone(), needs_mqtt: true };
+                let store = Arc::new(SqliteStore::open_reader(&config.store_path())?);
+                let access = config.http.api_access()?;
+                let state =
+                    crate::api::ApiState { host: host.clone(), needs_mqtt: true, store: Some(store), access };
                 let stop = shutdown.wait(Stage::Output);
                 Some(crate::api::start(runtime.handle(), addr, state, stop).context("[http] listen")?)
             }

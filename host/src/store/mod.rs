@@ -9,9 +9,9 @@ mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
-    Counts, DeferredWindow, Degradation, DegradationQuery, DeviceTrend, Durability, MessageKind, OutboxBound,
-    OutboxItem, OutboxRead, OutcomeRow, SqliteStore, StoreGone, StoredPrediction, WalSync, decode_channels,
-    encode_channels,
+    AlertFilter, AlertView, Counts, DeferredWindow, Degradation, DegradationQuery, DeviceTrend, DeviceView,
+    Durability, MessageKind, OutboxBound, OutboxItem, OutboxRead, OutcomeRow, PredictionPoint,
+    PredictionSeries, SqliteStore, StoreGone, StoredPrediction, WalSync, decode_channels, encode_channels,
 };
 
 use crate::types::Features;

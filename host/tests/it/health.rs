@@ -31,7 +31,10 @@ pub fn store_fleet_history(
                 t += step_min * 60.0;
                 continue;
             }
-            (vibration.clear(), temperature.clear(), current.clear(), timestamps.clear());
+            vibration.clear();
+            temperature.clear();
+            current.clear();
+            timestamps.clear();
             for k in 0..readings {
                 let ts = t - (readings - k) as f64 * 0.1;
                 let r = motor.reading(ts, samples);

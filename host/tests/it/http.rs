@@ -30,7 +30,12 @@ fn health_readiness_and_metrics() {
         std::thread::spawn(move || {
             runtime.block_on(edgepm::api::serve(
                 listener,
-                edgepm::api::ApiState { host, needs_mqtt: false },
+                edgepm::api::ApiState {
+                    host,
+                    needs_mqtt: false,
+                    store: None,
+                    access: edgepm::api::ApiAccess::Open,
+                },
                 async {
                     let _ = stopped.await;
                 },

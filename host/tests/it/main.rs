@@ -2,6 +2,7 @@
 //! script), the real wasmtime engine, a real ONNX model run by tract, real files watched by
 //! `notify`, and the `edgepm` binary.
 
+mod api;
 mod cli;
 mod cloud;
 mod deployment;

@@ -291,7 +291,7 @@ fn features_json(f: &Features) -> String {
     serde_json::to_string(&map).unwrap_or_default()
 }
 
-fn parse_attributes(json: &str) -> Vec<(String, String)> {
+pub(super) fn parse_attributes(json: &str) -> Vec<(String, String)> {
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()

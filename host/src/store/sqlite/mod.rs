@@ -27,12 +27,14 @@ mod health;
 mod history;
 mod outbox;
 mod readings;
+mod views;
 
 pub use durability::WalSync;
 pub use health::{Degradation, DegradationQuery, DeviceTrend};
 pub use history::{OutcomeRow, StoredPrediction};
 pub use outbox::{MessageKind, OutboxBound, OutboxItem, OutboxRead};
 pub use readings::{DeferredWindow, decode_channels, encode_channels};
+pub use views::{AlertFilter, AlertView, DeviceView, PredictionPoint, PredictionSeries};
 
 use durability::{WAL_SIZE_LIMIT, WalProgress};
 use history::DeviceMemos;

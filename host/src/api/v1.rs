@@ -1,0 +1,261 @@
+//! `/api/v1`: equipment health as JSON, on the store's read side (a read-only connection of its
+//! own; queries run on blocking threads, never on the runtime). Documented for users in
+//! `docs/api.md`. Bad parameters are answered 400, unknown devices 404, each with
+//! `{"error": "..."}`.
+
+use super::ApiState;
+use crate::clock::{parse_rfc3339, rfc3339};
+use crate::store::{AlertFilter, DegradationQuery, SqliteStore};
+use crate::types::Stage;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most points a prediction curve returns unless asked otherwise.
+const DEFAULT_MAX_POINTS: u32 = 500;
+/// Most alerts returned unless asked otherwise, and at most.
+const DEFAULT_ALERTS: u32 = 100;
+const MAX_ALERTS: u32 = 10_000;
+
+/// An answer that is not a 200.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{tenant}/{device}", get(device))
+        .route("/api/v1/devices/{tenant}/{device}/predictions", get(predictions))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/degradation", get(degradation))
+        .route("/api/v1/tenants", get(tenants))
+}
+
+/// Lets a request through per [`super::ApiAccess`]: 401 without the right bearer token, 403 when
+/// the API is closed.
+pub async fn guard(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &state.access {
+        super::ApiAccess::Open => next.run(request).await,
+        super::ApiAccess::Token(token) => {
+            let given = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(g) if same(g.as_bytes(), token.as_bytes()) => next.run(request).await,
+                _ => ApiError(StatusCode::UNAUTHORIZED, "Authorization: Bearer <token> required".into())
+                    .into_response(),
+            }
+        }
+        super::ApiAccess::Refused => ApiError(
+            StatusCode::FORBIDDEN,
+            "the API is closed: the host listens beyond loopback without [http] token or token_env".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Runs a store query on a blocking thread.
+async fn query<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&SqliteStore) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store: Arc<SqliteStore> = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "this host keeps no store".into()))?;
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("query task: {e}")))?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "API query failed");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+        })
+}
+
+/// A time parameter: RFC 3339 (`2025-04-05T10:30:00Z`) or milliseconds since the epoch.
+fn time(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) => match v.parse::<i64>() {
+            Ok(ms) => Ok(Some(ms)),
+            Err(_) => parse_rfc3339(v)
+                .map(Some)
+                .map_err(|e| bad(format!("{name}={v:?}: not RFC 3339 nor milliseconds ({e})"))),
+        },
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: Option<&String>) -> Result<Option<T>, ApiError> {
+    value.map(|v| v.parse::<T>().map_err(|_| bad(format!("{name}={v:?} is not a valid number")))).transpose()
+}
+
+/// Refuses parameters the endpoint does not take (a typo would otherwise be silently ignored).
+fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(format!("unknown parameter {k:?} (this endpoint takes {})", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+fn with_time(mut v: Value) -> Value {
+    // Every `ts_ms` also as RFC 3339 `timestamp`, the form the published predictions use.
+    match &mut v {
+        Value::Object(m) => {
+            if let Some(ts) = m.get("ts_ms").and_then(Value::as_i64) {
+                m.insert("timestamp".into(), rfc3339(ts).into());
+            }
+            for (_, x) in m.iter_mut() {
+                *x = with_time(std::mem::take(x));
+            }
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                *x = with_time(std::mem::take(x));
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+fn to_json(value: impl serde::Serialize) -> Answer {
+    serde_json::to_value(value)
+        .map(|v| Json(with_time(v)))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn devices(State(state): State<ApiState>, Query(p): Query<HashMap<String, String>>) -> Answer {
+    only(&p, &["tenant"])?;
+    let tenant = p.get("tenant").cloned();
+    let devices = query(&state, move |s| s.devices(tenant.as_deref(), None)).await?;
+    to_json(json!({ "devices": devices }))
+}
+
+async fn device(State(state): State<ApiState>, Path((tenant, device)): Path<(String, String)>) -> Answer {
+    let (t, d) = (tenant.clone(), device.clone());
+    let mut found = query(&state, move |s| s.devices(Some(&t), Some(&d))).await?;
+    match found.pop() {
+        Some(view) => to_json(view),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no device {device:?} of tenant {tenant:?}"))),
+    }
+}
+
+async fn predictions(
+    State(state): State<ApiState>,
+    Path((tenant, device)): Path<(String, String)>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Answer {
+    only(&p, &["from", "to", "max_points"])?;
+    let to = time("to", p.get("to"))?.unwrap_or_else(crate::clock::now_ms);
+    let from = time("from", p.get("from"))?.unwrap_or(to - 7 * 86_400_000);
+    if from > to {
+        return Err(bad(format!("from ({}) is after to ({})", rfc3339(from), rfc3339(to))));
+    }
+    let max_points = number::<u32>("max_points", p.get("max_points"))?.unwrap_or(DEFAULT_MAX_POINTS);
+    if !(1..=100_000).contains(&max_points) {
+        return Err(bad("max_points must be between 1 and 100000"));
+    }
+    let (t, d) = (tenant.clone(), device.clone());
+    let series = query(&state, move |s| {
+        if !s.has_device(&t, &d)? {
+            return Ok(None);
+        }
+        s.prediction_series(&t, &d, from, to, max_points).map(Some)
+    })
+    .await?;
+    match series {
+        Some(series) => to_json(json!({"tenant": tenant, "device": device, "series": series})),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no device {device:?} of tenant {tenant:?}"))),
+    }
+}
+
+async fn alerts(State(state): State<ApiState>, Query(p): Query<HashMap<String, String>>) -> Answer {
+    only(&p, &["tenant", "device", "severity", "from", "to", "limit"])?;
+    let severity = p.get("severity").cloned();
+    if let Some(s) = &severity
+        && !matches!(s.as_str(), "info" | "warning" | "critical")
+    {
+        return Err(bad(format!("severity={s:?}: one of info, warning, critical")));
+    }
+    let limit = number::<u32>("limit", p.get("limit"))?.unwrap_or(DEFAULT_ALERTS);
+    if !(1..=MAX_ALERTS).contains(&limit) {
+        return Err(bad(format!("limit must be between 1 and {MAX_ALERTS}")));
+    }
+    let filter = AlertFilter {
+        tenant: p.get("tenant").cloned(),
+        device: p.get("device").cloned(),
+        severity,
+        from_ms: time("from", p.get("from"))?,
+        to_ms: time("to", p.get("to"))?,
+        limit,
+    };
+    let alerts = query(&state, move |s| s.alerts(&filter)).await?;
+    to_json(json!({ "alerts": alerts }))
+}
+
+async fn degradation(State(state): State<ApiState>, Query(p): Query<HashMap<String, String>>) -> Answer {
+    only(&p, &["percent", "days", "feature", "min_windows", "as_of"])?;
+    let d = DegradationQuery::default();
+    let q = DegradationQuery {
+        percent: number("percent", p.get("percent"))?.unwrap_or(d.percent),
+        days: number("days", p.get("days"))?.unwrap_or(d.days),
+        feature: p.get("feature").cloned().unwrap_or(d.feature),
+        min_windows: number("min_windows", p.get("min_windows"))?.unwrap_or(d.min_windows),
+        as_of_ms: time("as_of", p.get("as_of"))?,
+    };
+    if !(q.percent.is_finite() && q.days.is_finite() && q.days > 0.0) {
+        return Err(bad("percent must be a number and days more than 0"));
+    }
+    let answer = query(&state, move |s| s.degradation(&q)).await?;
+    to_json(answer)
+}
+
+async fn tenants(State(state): State<ApiState>) -> Answer {
+    let host = &state.host;
+    let tenants: Vec<Value> = host
+        .tenant_names()
+        .into_iter()
+        .filter_map(|name| host.tenant(&name))
+        .map(|t| {
+            let plugins: serde_json::Map<String, Value> = Stage::ALL
+                .into_iter()
+                .map(|s| {
+                    let plugin = t.stage(s);
+                    (
+                        s.as_str().to_string(),
+                        json!({"version": plugin.version(), "source": plugin.compiled.version.source}),
+                    )
+                })
+                .collect();
+            json!({"name": t.name, "window_size": t.window_size, "model": t.config.model, "plugins": plugins})
+        })
+        .collect();
+    Ok(Json(json!({ "tenants": tenants })))
+}

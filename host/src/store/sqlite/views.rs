@@ -1,0 +1,199 @@
+//! What the HTTP API (and, through it, the dashboard and the report) reads: devices with their
+//! asset attributes and latest prediction, a device's predictions over a time range (downsampled
+//! for long ranges), alerts with the explanation behind them.
+
+use super::SqliteStore;
+use super::history::parse_attributes;
+use rusqlite::{OptionalExtension as _, params};
+use serde::Serialize;
+
+/// A device as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceView {
+    pub tenant: String,
+    pub device: String,
+    /// Registry attributes (`model`, `install_date`, `site`, `lat`/`lon`, ...).
+    pub asset: serde_json::Map<String, serde_json::Value>,
+    /// When its last reading arrived (host clock).
+    pub last_seen_ms: i64,
+    /// The newest prediction, if any.
+    pub latest: Option<PredictionPoint>,
+}
+
+/// One point of a probability curve. Downsampled, it is the bucket's highest probability (a risk
+/// curve must not hide a peak), `is_failure` if any window of the bucket was one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionPoint {
+    pub ts_ms: i64,
+    pub probability: f64,
+    pub is_failure: bool,
+    /// Windows behind the point (1 unless downsampled).
+    pub windows: u32,
+}
+
+/// A device's predictions over `[from_ms, to_ms]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionSeries {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Windows in the range.
+    pub windows: u64,
+    /// Width of a bucket when downsampled, `None` when every window is a point.
+    pub bucket_ms: Option<i64>,
+    pub points: Vec<PredictionPoint>,
+}
+
+/// An alert with the prediction it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertView {
+    pub tenant: String,
+    pub device: String,
+    pub ts_ms: i64,
+    pub idx: i64,
+    pub severity: String,
+    pub subject: String,
+    pub body: String,
+    pub probability: f64,
+    /// The explanation: the features' contributions to the score (TreeSHAP for tree models),
+    /// as the prediction stored them.
+    pub contributions: serde_json::Value,
+}
+
+/// Which alerts: every field narrows; newest first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub tenant: Option<String>,
+    pub device: Option<String>,
+    pub severity: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: u32,
+}
+
+const DEVICES_SQL: &str = "
+SELECT d.tenant, d.device, d.last_seen_ms, a.attributes,
+       p.ts_ms, p.probability, p.is_failure
+FROM devices d
+LEFT JOIN assets a ON a.tenant = d.tenant AND a.device = d.device
+LEFT JOIN predictions p ON p.rowid = (
+    SELECT rowid FROM predictions q WHERE q.tenant = d.tenant AND q.device = d.device
+    ORDER BY q.ts_ms DESC LIMIT 1)
+WHERE (?1 IS NULL OR d.tenant = ?1) AND (?2 IS NULL OR d.device = ?2)
+ORDER BY d.tenant, d.device";
+
+impl SqliteStore {
+    /// Every device the host has seen (or the one named), with its asset attributes and newest
+    /// prediction.
+    pub fn devices(&self, tenant: Option<&str>, device: Option<&str>) -> rusqlite::Result<Vec<DeviceView>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(DEVICES_SQL)?;
+        let rows = stmt.query_map(params![tenant, device], |r| {
+            let attributes: Option<String> = r.get(3)?;
+            let asset = attributes.as_deref().map(parse_attributes).unwrap_or_default();
+            let latest = match r.get::<_, Option<i64>>(4)? {
+                Some(ts_ms) => {
+                    Some(PredictionPoint { ts_ms, probability: r.get(5)?, is_failure: r.get(6)?, windows: 1 })
+                }
+                None => None,
+            };
+            Ok(DeviceView {
+                tenant: r.get(0)?,
+                device: r.get(1)?,
+                asset: asset.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+                last_seen_ms: r.get(2)?,
+                latest,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The predictions of a device over `[from_ms, to_ms]`: every window when there are at most
+    /// `max_points`, else `max_points` equal time buckets (see [`PredictionPoint`]).
+    pub fn prediction_series(
+        &self,
+        tenant: &str,
+        device: &str,
+        from_ms: i64,
+        to_ms: i64,
+        max_points: u32,
+    ) -> rusqlite::Result<PredictionSeries> {
+        let conn = self.conn();
+        let windows: u64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM predictions WHERE tenant = ?1 AND device = ?2 AND ts_ms BETWEEN ?3 AND ?4",
+            )?
+            .query_row(params![tenant, device, from_ms, to_ms], |r| r.get(0))?;
+        let max_points = max_points.max(1) as u64;
+        let bucket_ms = (windows > max_points).then(|| ((to_ms - from_ms) / max_points as i64 + 1).max(1));
+        let mut stmt = conn.prepare_cached(
+            "SELECT max(ts_ms), max(probability), max(is_failure), count(*) FROM predictions
+             WHERE tenant = ?1 AND device = ?2 AND ts_ms BETWEEN ?3 AND ?4
+             GROUP BY (ts_ms - ?3) / ?5 ORDER BY 1",
+        )?;
+        // Without downsampling each window is a bucket of its own (width 1 ms: ts are unique).
+        let width = bucket_ms.unwrap_or(1);
+        let points = stmt
+            .query_map(params![tenant, device, from_ms, to_ms, width], |r| {
+                Ok(PredictionPoint {
+                    ts_ms: r.get(0)?,
+                    probability: r.get(1)?,
+                    is_failure: r.get(2)?,
+                    windows: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(PredictionSeries { from_ms, to_ms, windows, bucket_ms, points })
+    }
+
+    /// Alerts matching `filter`, newest first.
+    pub fn alerts(&self, filter: &AlertFilter) -> rusqlite::Result<Vec<AlertView>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.tenant, a.device, a.ts_ms, a.idx, a.severity, a.subject, a.body, a.probability,
+                    p.contributions
+             FROM alerts a
+             LEFT JOIN predictions p ON p.tenant = a.tenant AND p.device = a.device AND p.ts_ms = a.ts_ms
+             WHERE (?1 IS NULL OR a.tenant = ?1) AND (?2 IS NULL OR a.device = ?2)
+               AND (?3 IS NULL OR a.severity = ?3) AND (?4 IS NULL OR a.ts_ms >= ?4)
+               AND (?5 IS NULL OR a.ts_ms <= ?5)
+             ORDER BY a.ts_ms DESC, a.tenant, a.device, a.idx LIMIT ?6",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                filter.tenant,
+                filter.device,
+                filter.severity,
+                filter.from_ms,
+                filter.to_ms,
+                filter.limit
+            ],
+            |r| {
+                let contributions: Option<String> = r.get(8)?;
+                Ok(AlertView {
+                    tenant: r.get(0)?,
+                    device: r.get(1)?,
+                    ts_ms: r.get(2)?,
+                    idx: r.get(3)?,
+                    severity: r.get(4)?,
+                    subject: r.get(5)?,
+                    body: r.get(6)?,
+                    probability: r.get(7)?,
+                    contributions: contributions
+                        .and_then(|c| serde_json::from_str(&c).ok())
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )?;
+        rows.collect()
+    }
+
+    /// Whether the store knows the device.
+    pub fn has_device(&self, tenant: &str, device: &str) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM devices WHERE tenant = ?1 AND device = ?2")?
+            .query_row(params![tenant, device], |r| r.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+}
