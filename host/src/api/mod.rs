@@ -35,6 +35,8 @@ pub struct ApiState {
     pub needs_mqtt: bool,
     /// A read-only connection to the store, for `/api/v1` (`None`: `edgepm process`, no store).
     pub store: Option<Arc<crate::store::SqliteStore>>,
+    /// Where alert acknowledgements go to be written (the ingest loop); `None`: read-only.
+    pub acks: Option<std::sync::mpsc::Sender<crate::store::AckRequest>>,
     /// Who may read `/api/v1`.
     pub access: ApiAccess,
 }

@@ -5,13 +5,13 @@
 
 use super::ApiState;
 use crate::clock::{parse_rfc3339, rfc3339};
-use crate::store::{AlertFilter, DegradationQuery, SqliteStore};
+use crate::store::{AckOutcome, AckRequest, AlertFilter, AlertKey, DegradationQuery, SqliteStore};
 use crate::types::Stage;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/devices/{tenant}/{device}", get(device))
         .route("/api/v1/devices/{tenant}/{device}/predictions", get(predictions))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{tenant}/{device}/{ts_ms}/{idx}", get(alert))
+        .route("/api/v1/alerts/{tenant}/{device}/{ts_ms}/{idx}/ack", post(acknowledge))
         .route("/api/v1/degradation", get(degradation))
         .route("/api/v1/tenants", get(tenants))
 }
@@ -197,7 +199,13 @@ async fn predictions(
 }
 
 async fn alerts(State(state): State<ApiState>, Query(p): Query<HashMap<String, String>>) -> Answer {
-    only(&p, &["tenant", "device", "severity", "from", "to", "limit"])?;
+    only(&p, &["tenant", "device", "severity", "acknowledged", "from", "to", "limit"])?;
+    let acknowledged = match p.get("acknowledged").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => return Err(bad(format!("acknowledged={other:?}: true or false"))),
+    };
     let severity = p.get("severity").cloned();
     if let Some(s) = &severity
         && !matches!(s.as_str(), "info" | "warning" | "critical")
@@ -214,10 +222,78 @@ async fn alerts(State(state): State<ApiState>, Query(p): Query<HashMap<String, S
         severity,
         from_ms: time("from", p.get("from"))?,
         to_ms: time("to", p.get("to"))?,
+        acknowledged,
+        idx: None,
         limit,
     };
     let alerts = query(&state, move |s| s.alerts(&filter)).await?;
     to_json(json!({ "alerts": alerts }))
+}
+
+/// Longest `by` and `note` of an acknowledgement, in characters.
+const ACK_BY_MAX: usize = 100;
+const ACK_NOTE_MAX: usize = 2000;
+
+async fn alert(State(state): State<ApiState>, Path(key): Path<(String, String, i64, i64)>) -> Answer {
+    let key = AlertKey { tenant: key.0, device: key.1, ts_ms: key.2, idx: key.3 };
+    let id = format!("{}/{}/{}/{}", key.tenant, key.device, key.ts_ms, key.idx);
+    match query(&state, move |s| s.alert(&key)).await? {
+        Some(a) => to_json(a),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no alert {id}"))),
+    }
+}
+
+/// `POST .../ack` with `{"by": "...", "note": "..."}`: records who acknowledged the alert. The
+/// write goes through the ingest loop, the store's only writer; the answer is the alert as
+/// stored afterwards (409 if it had been acknowledged before: the first acknowledgement stands).
+async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(key): Path<(String, String, i64, i64)>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let Some(fields) = v.as_object() else { return Err(bad("the body must be a JSON object")) };
+    if let Some(k) = fields.keys().find(|k| !matches!(k.as_str(), "by" | "note")) {
+        return Err(bad(format!("unknown field {k:?} (by, note)")));
+    }
+    let by = fields.get("by").and_then(Value::as_str).map(str::trim).unwrap_or_default().to_string();
+    let note = match fields.get("note") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(n)) => n.clone(),
+        Some(_) => return Err(bad("note must be a string")),
+    };
+    if by.is_empty() || by.chars().count() > ACK_BY_MAX || by.chars().any(char::is_control) {
+        return Err(bad(format!("by: who acknowledges, 1-{ACK_BY_MAX} characters, one line")));
+    }
+    if note.chars().count() > ACK_NOTE_MAX {
+        return Err(bad(format!("note: at most {ACK_NOTE_MAX} characters")));
+    }
+    let Some(acks) = state.acks.clone() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this host does not record acknowledgements".into(),
+        ));
+    };
+    let key = AlertKey { tenant: key.0, device: key.1, ts_ms: key.2, idx: key.3 };
+    let id = format!("{}/{}/{}/{}", key.tenant, key.device, key.ts_ms, key.idx);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopped = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping".into());
+    acks.send(AckRequest { key: key.clone(), by, note, reply }).map_err(|_| stopped())?;
+    let outcome = answer
+        .await
+        .map_err(|_| stopped())?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")))?;
+    let stored = query(&state, move |s| s.alert(&key)).await?;
+    match (outcome, stored) {
+        (AckOutcome::NoSuchAlert, _) | (_, None) => {
+            Err(ApiError(StatusCode::NOT_FOUND, format!("no alert {id}")))
+        }
+        (AckOutcome::Acknowledged, Some(a)) => to_json(a),
+        (AckOutcome::AlreadyAcknowledged, Some(a)) => {
+            let by = a.acknowledged.as_ref().map(|k| k.by.clone()).unwrap_or_default();
+            Err(ApiError(StatusCode::CONFLICT, format!("alert {id} was acknowledged before, by {by}")))
+        }
+    }
 }
 
 async fn degradation(State(state): State<ApiState>, Query(p): Query<HashMap<String, String>>) -> Answer {

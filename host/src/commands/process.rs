@@ -37,6 +37,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<ExitCode> {
                 host: host.clone(),
                 needs_mqtt: false,
                 store: None,
+                acks: None,
                 access: edgepm::api::ApiAccess::Open,
             };
             edgepm::api::start(runtime.handle(), addr, state, std::future::pending())?;

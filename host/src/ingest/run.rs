@@ -30,6 +30,8 @@ pub(crate) struct IngestLoop {
     /// The sinks' cursors, stored by this loop (the store's only writer), which deletes the
     /// outbox rows every sink has settled.
     pub(crate) settled: std::sync::mpsc::Receiver<Settled>,
+    /// Acknowledgements of alerts from the API, written by this loop between two batches.
+    pub(crate) acks: std::sync::mpsc::Receiver<crate::store::AckRequest>,
     /// Every active sink's cursor, as last reported.
     pub(crate) cursors: Vec<(&'static str, i64)>,
     /// A cursor moved since the last transaction.
@@ -100,6 +102,7 @@ impl IngestLoop {
             let wait = if self.ingestor.deferred_waiting() > 0 { DEFERRED_WAIT } else { IDLE_WAIT };
             let first = runtime.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
             self.take_settled();
+            self.take_acks();
             match first {
                 Ok(Some(d)) => batch.push(d),
                 Ok(None) => {
@@ -297,6 +300,18 @@ impl IngestLoop {
     fn take_settled(&mut self) {
         while let Ok(s) = self.settled.try_recv() {
             self.settle(s);
+        }
+    }
+
+    /// Writes the alert acknowledgements the API asked for since the last call (outside any
+    /// batch's transaction: each commits on its own).
+    fn take_acks(&mut self) {
+        while let Ok(a) = self.acks.try_recv() {
+            let outcome = self.store.acknowledge_alert(&a.key, &a.by, &a.note, now_ms()).map_err(|e| {
+                warn!(error = %e, "Storing an alert acknowledgement failed");
+                e.to_string()
+            });
+            let _ = a.reply.send(outcome);
         }
     }
 

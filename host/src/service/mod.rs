@@ -83,6 +83,7 @@ impl Service {
             shutdown.clone(),
         ));
         let (settled_tx, settled_rx) = std::sync::mpsc::channel::<Settled>();
+        let (acks_tx, acks_rx) = std::sync::mpsc::channel::<crate::store::AckRequest>();
         let stored_cursors = store.sink_cursors()?;
         let dead_letters = DeadLetters { path: config.data_dir.join("logs").join("undeliverable.jsonl") };
         if let Some(dir) = dead_letters.path.parent() {
@@ -178,6 +179,7 @@ impl Service {
             ingestor,
             rx,
             settled: settled_rx,
+            acks: acks_rx,
             cursors,
             cursors_changed: false,
             shutdown: shutdown.clone(),
@@ -199,8 +201,13 @@ impl Service {
             Some(addr) => {
                 let store = Arc::new(SqliteStore::open_reader(&config.store_path())?);
                 let access = config.http.api_access()?;
-                let state =
-                    crate::api::ApiState { host: host.clone(), needs_mqtt: true, store: Some(store), access };
+                let state = crate::api::ApiState {
+                    host: host.clone(),
+                    needs_mqtt: true,
+                    store: Some(store),
+                    acks: Some(acks_tx),
+                    access,
+                };
                 let stop = shutdown.wait(Stage::Output);
                 Some(crate::api::start(runtime.handle(), addr, state, stop).context("[http] listen")?)
             }

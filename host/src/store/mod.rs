@@ -9,12 +9,22 @@ mod sqlite;
 
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
-    AlertFilter, AlertView, Counts, DeferredWindow, Degradation, DegradationQuery, DeviceTrend, DeviceView,
-    Durability, MessageKind, OutboxBound, OutboxItem, OutboxRead, OutcomeRow, PredictionPoint,
-    PredictionSeries, SqliteStore, StoreGone, StoredPrediction, WalSync, decode_channels, encode_channels,
+    AckOutcome, Acknowledgement, AlertFilter, AlertKey, AlertView, Counts, DeferredWindow, Degradation,
+    DegradationQuery, DeviceTrend, DeviceView, Durability, MessageKind, OutboxBound, OutboxItem, OutboxRead,
+    OutcomeRow, PredictionPoint, PredictionSeries, SqliteStore, StoreGone, StoredPrediction, WalSync,
+    decode_channels, encode_channels,
 };
 
 use crate::types::Features;
+
+/// The API's request to record an alert's acknowledgement. The ingest loop — the store's only
+/// writer — carries it out between two batches and answers on `reply`.
+pub struct AckRequest {
+    pub key: AlertKey,
+    pub by: String,
+    pub note: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<AckOutcome, String>>,
+}
 use std::sync::Arc;
 use tokio::sync::Notify;
 

@@ -106,11 +106,54 @@ fn the_api_answers_every_endpoint_from_the_store_and_refuses_bad_parameters() {
     assert_eq!(t["tenants"][0]["name"], "acme", "{t}");
     assert!(t["tenants"][0]["plugins"]["score"]["version"].as_str().is_some_and(|v| v.len() == 12), "{t}");
 
+    // Acknowledging an alert: stored (through the ingest loop), shown, refused a second time.
+    let id = alerts[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(alerts[0]["acknowledged"], Value::Null);
+    let ack = |body: &str| {
+        let (status, text) = http("POST", port, &format!("/api/v1/alerts/{id}/ack"), &[], body.as_bytes());
+        (status, serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    };
+    let (status, acked) = ack(r#"{"by": "Ana (maintenance)", "note": "bearing ordered"}"#);
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["acknowledged"]["by"], "Ana (maintenance)");
+    assert_eq!(acked["acknowledged"]["note"], "bearing ordered");
+    let stored: (String, String) = host
+        .store()
+        .query_row("SELECT acked_by, note FROM alert_acks", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("the acknowledgement is in the store");
+    assert_eq!(stored, ("Ana (maintenance)".into(), "bearing ordered".into()));
+    let (status, again) = ack(r#"{"by": "Bruno"}"#);
+    assert_eq!(status, 409, "{again}");
+    assert!(again["error"].as_str().is_some_and(|e| e.contains("Ana")), "{again}");
+    let (_, open) = get(port, "/api/v1/alerts?acknowledged=false&device=MTR-042");
+    assert_eq!(open["alerts"].as_array().map(Vec::len), Some(alerts.len() - 1), "{open}");
+    for (body, says) in [
+        ("not json", "not JSON"),
+        (r#"{"note": "who?"}"#, "by"),
+        (r#"{"by": "x", "extra": 1}"#, "unknown field"),
+        (r#"{"by": "x", "note": 5}"#, "note"),
+    ] {
+        let (status, v) = ack(body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(says)), "{body}: {v}");
+    }
+    let (status, _) = http("POST", port, "/api/v1/alerts/acme/MTR-042/1/0/ack", &[], br#"{"by": "x"}"#);
+    assert_eq!(status, 404);
+    // It survives a restart of the host.
+    host.stop();
+    host.restart();
+    let port = host.http_addr().port();
+    let (status, one) = get(port, &format!("/api/v1/alerts/{id}"));
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["acknowledged"]["by"], "Ana (maintenance)", "{one}");
+    assert!(one["acknowledged"]["at_ms"].as_i64().is_some(), "{one}");
+
     for (path, says) in [
         ("/api/v1/alerts?severity=bogus", "severity"),
         ("/api/v1/alerts?limit=0", "limit"),
         ("/api/v1/alerts?limit=ten", "limit"),
         ("/api/v1/alerts?sevrity=critical", "unknown parameter"),
+        ("/api/v1/alerts?acknowledged=maybe", "acknowledged"),
         ("/api/v1/devices/acme/MTR-042/predictions?from=yesterday", "from"),
         ("/api/v1/devices/acme/MTR-042/predictions?from=10&to=5", "after"),
         ("/api/v1/devices/acme/MTR-042/predictions?max_points=0", "max_points"),

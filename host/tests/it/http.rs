@@ -34,6 +34,7 @@ fn health_readiness_and_metrics() {
                     host,
                     needs_mqtt: false,
                     store: None,
+                    acks: None,
                     access: edgepm::api::ApiAccess::Open,
                 },
                 async {

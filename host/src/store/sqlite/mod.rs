@@ -8,6 +8,8 @@
 //! - `predictions(tenant, device, ts_ms, start_ms, probability, is_failure, model, versions,
 //!   contributions, created_ms)`;
 //! - `alerts(tenant, device, ts_ms, idx, severity, subject, body, probability)`;
+//! - `alert_acks(tenant, device, ts_ms, idx, acked_by, note, acked_ms)` — who acknowledged an
+//!   alert, when, with what note (written through the ingest loop, the store's only writer);
 //! - `devices(tenant, device, last_window_ms, last_seen_ms)` — where the window assembly stood;
 //! - `assets(tenant, device, attributes, updated_ms)` — registry metadata (JSON object);
 //! - `outbox(id, sink, target, payload, created_ms)` — everything that still has to leave the
@@ -34,7 +36,10 @@ pub use health::{Degradation, DegradationQuery, DeviceTrend};
 pub use history::{OutcomeRow, StoredPrediction};
 pub use outbox::{MessageKind, OutboxBound, OutboxItem, OutboxRead};
 pub use readings::{DeferredWindow, decode_channels, encode_channels};
-pub use views::{AlertFilter, AlertView, DeviceView, PredictionPoint, PredictionSeries};
+pub use views::{
+    AckOutcome, Acknowledgement, AlertFilter, AlertKey, AlertView, DeviceView, PredictionPoint,
+    PredictionSeries,
+};
 
 use durability::{WAL_SIZE_LIMIT, WalProgress};
 use history::DeviceMemos;
@@ -61,6 +66,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, idx INTEGER NOT NULL,
     severity TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, probability REAL NOT NULL,
     UNIQUE (tenant, device, ts_ms, idx));
+CREATE TABLE IF NOT EXISTS alert_acks (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, idx INTEGER NOT NULL,
+    acked_by TEXT NOT NULL, note TEXT NOT NULL, acked_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device, ts_ms, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     tenant TEXT NOT NULL, device TEXT NOT NULL, last_window_ms INTEGER, last_seen_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, device)) WITHOUT ROWID;
@@ -247,7 +256,7 @@ impl SqliteStore {
         n += tx.execute("DELETE FROM parked WHERE received_ms < ?1", [before_ms])? as u64;
         // Their readings go now: such a window could not be assembled again.
         n += tx.execute("DELETE FROM deferred WHERE start_ms < ?1", [before_ms])? as u64;
-        for table in ["readings", "features", "predictions", "alerts"] {
+        for table in ["readings", "features", "predictions", "alerts", "alert_acks"] {
             n += tx.execute(&format!("DELETE FROM {table} WHERE ts_ms < ?1"), [before_ms])? as u64;
         }
         tx.commit()?;

@@ -46,6 +46,8 @@ pub struct PredictionSeries {
 /// An alert with the prediction it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertView {
+    /// `<tenant>/<device>/<ts_ms>/<idx>`: the alert's address in the API.
+    pub id: String,
     pub tenant: String,
     pub device: String,
     pub ts_ms: i64,
@@ -57,6 +59,35 @@ pub struct AlertView {
     /// The explanation: the features' contributions to the score (TreeSHAP for tree models),
     /// as the prediction stored them.
     pub contributions: serde_json::Value,
+    /// Who acknowledged it, when and with what note; `None` while it is open.
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// An alert's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub note: String,
+    /// When (host clock).
+    pub at_ms: i64,
+}
+
+/// Which alert: its tenant, device, window end and index among the window's alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertKey {
+    pub tenant: String,
+    pub device: String,
+    pub ts_ms: i64,
+    pub idx: i64,
+}
+
+/// What acknowledging an alert did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckOutcome {
+    Acknowledged,
+    /// It was acknowledged before (an acknowledgement is a record: it is not replaced).
+    AlreadyAcknowledged,
+    NoSuchAlert,
 }
 
 /// Which alerts: every field narrows; newest first, at most `limit`.
@@ -67,6 +98,10 @@ pub struct AlertFilter {
     pub severity: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
+    /// `Some(true)`: acknowledged ones only; `Some(false)`: open ones only.
+    pub acknowledged: Option<bool>,
+    /// One index among a window's alerts (with `from_ms` = `to_ms`: one alert).
+    pub idx: Option<i64>,
     pub limit: u32,
 }
 
@@ -150,12 +185,16 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT a.tenant, a.device, a.ts_ms, a.idx, a.severity, a.subject, a.body, a.probability,
-                    p.contributions
+                    p.contributions, k.acked_by, k.note, k.acked_ms
              FROM alerts a
              LEFT JOIN predictions p ON p.tenant = a.tenant AND p.device = a.device AND p.ts_ms = a.ts_ms
+             LEFT JOIN alert_acks k ON k.tenant = a.tenant AND k.device = a.device AND k.ts_ms = a.ts_ms
+                                   AND k.idx = a.idx
              WHERE (?1 IS NULL OR a.tenant = ?1) AND (?2 IS NULL OR a.device = ?2)
                AND (?3 IS NULL OR a.severity = ?3) AND (?4 IS NULL OR a.ts_ms >= ?4)
                AND (?5 IS NULL OR a.ts_ms <= ?5)
+               AND (?7 IS NULL OR (k.acked_ms IS NOT NULL) = ?7)
+               AND (?8 IS NULL OR a.idx = ?8)
              ORDER BY a.ts_ms DESC, a.tenant, a.device, a.idx LIMIT ?6",
         )?;
         let rows = stmt.query_map(
@@ -165,15 +204,24 @@ impl SqliteStore {
                 filter.severity,
                 filter.from_ms,
                 filter.to_ms,
-                filter.limit
+                filter.limit,
+                filter.acknowledged,
+                filter.idx
             ],
             |r| {
                 let contributions: Option<String> = r.get(8)?;
+                let (tenant, device, ts_ms, idx): (String, String, i64, i64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                let acknowledged = match r.get::<_, Option<i64>>(11)? {
+                    Some(at_ms) => Some(Acknowledgement { by: r.get(9)?, note: r.get(10)?, at_ms }),
+                    None => None,
+                };
                 Ok(AlertView {
-                    tenant: r.get(0)?,
-                    device: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    idx: r.get(3)?,
+                    id: format!("{tenant}/{device}/{ts_ms}/{idx}"),
+                    tenant,
+                    device,
+                    ts_ms,
+                    idx,
                     severity: r.get(4)?,
                     subject: r.get(5)?,
                     body: r.get(6)?,
@@ -181,10 +229,53 @@ impl SqliteStore {
                     contributions: contributions
                         .and_then(|c| serde_json::from_str(&c).ok())
                         .unwrap_or(serde_json::Value::Null),
+                    acknowledged,
                 })
             },
         )?;
         rows.collect()
+    }
+
+    /// The alert `key`, if it exists.
+    pub fn alert(&self, key: &AlertKey) -> rusqlite::Result<Option<AlertView>> {
+        let filter = AlertFilter {
+            tenant: Some(key.tenant.clone()),
+            device: Some(key.device.clone()),
+            from_ms: Some(key.ts_ms),
+            to_ms: Some(key.ts_ms),
+            idx: Some(key.idx),
+            limit: 1,
+            ..AlertFilter::default()
+        };
+        Ok(self.alerts(&filter)?.pop())
+    }
+
+    /// Records who acknowledged the alert `key`. Writes: the ingest loop (the store's only
+    /// writer) calls it on its connection, between two batches.
+    pub fn acknowledge_alert(
+        &self,
+        key: &AlertKey,
+        by: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> rusqlite::Result<AckOutcome> {
+        let conn = self.conn();
+        let exists: Option<i64> = conn
+            .prepare_cached(
+                "SELECT 1 FROM alerts WHERE tenant = ?1 AND device = ?2 AND ts_ms = ?3 AND idx = ?4",
+            )?
+            .query_row(params![key.tenant, key.device, key.ts_ms, key.idx], |r| r.get(0))
+            .optional()?;
+        if exists.is_none() {
+            return Ok(AckOutcome::NoSuchAlert);
+        }
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO alert_acks (tenant, device, ts_ms, idx, acked_by, note, acked_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![key.tenant, key.device, key.ts_ms, key.idx, by, note, now_ms])?;
+        Ok(if inserted == 1 { AckOutcome::Acknowledged } else { AckOutcome::AlreadyAcknowledged })
     }
 
     /// Whether the store knows the device.
