@@ -11,6 +11,7 @@
 //! - `GET /metrics`: Prometheus text format.
 //! - `/api/v1/...`: equipment health as JSON ([`v1`], `docs/api.md`), when the host keeps a store.
 
+pub mod events;
 pub mod v1;
 
 use crate::plugins::{PluginEventKind, PluginHost};
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub acks: Option<std::sync::mpsc::Sender<crate::store::AckRequest>>,
     /// Who may read `/api/v1`.
     pub access: ApiAccess,
+    /// New predictions and alerts for `/api/v1/events`: made by [`start`] when there is a store.
+    pub events: Option<events::Events>,
 }
 
 /// Who may read `/api/v1` (the probes `/healthz`, `/readyz`, `/metrics` are always open).
@@ -67,10 +70,24 @@ pub fn router(state: ApiState) -> Router {
 pub fn start(
     runtime: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
-    state: ApiState,
+    mut state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<std::net::SocketAddr> {
     use anyhow::Context as _;
+    // One stop signal for the server, the event watcher and every open event stream (a stream
+    // left open would hold the graceful shutdown up).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    if let (Some(store), None) = (&state.store, &state.events) {
+        state.events = Some(events::Events::start(runtime, store.clone(), stop_rx.clone()));
+    }
+    let mut stopped = stop_rx;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding the HTTP address {addr}"))?;

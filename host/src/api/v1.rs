@@ -47,6 +47,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/alerts/{tenant}/{device}/{ts_ms}/{idx}/ack", post(acknowledge))
         .route("/api/v1/degradation", get(degradation))
         .route("/api/v1/tenants", get(tenants))
+        .route("/api/v1/events", get(events))
 }
 
 /// Lets a request through per [`super::ApiAccess`]: 401 without the right bearer token, 403 when
@@ -126,7 +127,7 @@ fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError
     }
 }
 
-fn with_time(mut v: Value) -> Value {
+pub(super) fn with_time(mut v: Value) -> Value {
     // Every `ts_ms` also as RFC 3339 `timestamp`, the form the published predictions use.
     match &mut v {
         Value::Object(m) => {
@@ -334,4 +335,11 @@ async fn tenants(State(state): State<ApiState>) -> Answer {
         })
         .collect();
     Ok(Json(json!({ "tenants": tenants })))
+}
+
+async fn events(State(state): State<ApiState>) -> Response {
+    match &state.events {
+        Some(events) => events.stream().into_response(),
+        None => ApiError(StatusCode::SERVICE_UNAVAILABLE, "this host keeps no store".into()).into_response(),
+    }
 }

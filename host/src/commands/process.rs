@@ -38,6 +38,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<ExitCode> {
                 needs_mqtt: false,
                 store: None,
                 acks: None,
+                events: None,
                 access: edgepm::api::ApiAccess::Open,
             };
             edgepm::api::start(runtime.handle(), addr, state, std::future::pending())?;

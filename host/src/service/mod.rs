@@ -206,6 +206,7 @@ impl Service {
                     needs_mqtt: true,
                     store: Some(store),
                     acks: Some(acks_tx),
+                    events: None,
                     access,
                 };
                 let stop = shutdown.wait(Stage::Output);

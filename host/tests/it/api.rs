@@ -192,3 +192,65 @@ fn with_a_token_the_api_refuses_requests_without_it_and_the_probes_stay_open() {
     assert!(host.log_text().contains("/api/v1 requires the bearer token"), "{}", host.log_text());
     host.stop();
 }
+
+/// `/api/v1/events`: a client connected before the readings sees their predictions and alert
+/// arrive as server-sent events, and its stream ends when the host stops.
+#[test]
+#[ignore = "needs mosquitto: run scripts/test.sh"]
+fn new_predictions_and_alerts_arrive_as_server_sent_events() {
+    use std::io::{BufRead as _, Write as _};
+    let broker = Mosquitto::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
+    let mut host = HostProcess::start(root.path(), &data, &broker.url(), "");
+    let port = host.http_addr().port();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(stream, "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        .expect("request");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    while reader.read_line(&mut head).expect("head") > 2 && !head.ends_with("\r\n\r\n") {}
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+    // Let the watcher take note of the (empty) store before anything is stored.
+    std::thread::sleep(Duration::from_millis(600));
+    broker.publish_lines("edgepm/acme/MTR-042/telemetry", &readings("MTR-042", true, 4, 2));
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut kind = String::new();
+    let mut line = String::new();
+    while !(events.iter().any(|(k, _)| k == "prediction") && events.iter().any(|(k, _)| k == "alert")) {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap_or_else(|e| panic!("no events ({e}): {events:?}"));
+        assert!(n > 0, "the stream ended early: {events:?}");
+        // Chunked transfer: size lines and blank lines come between the SSE lines.
+        if let Some(k) = line.trim_end().strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(d) = line.trim_end().strip_prefix("data: ") {
+            events.push((kind.clone(), serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"))));
+        }
+    }
+    let prediction = &events.iter().find(|(k, _)| k == "prediction").expect("prediction").1;
+    assert_eq!(prediction["device"], "MTR-042");
+    assert_eq!(prediction["is_failure"], true);
+    let stored: i64 = host.count("SELECT ts_ms FROM predictions");
+    assert_eq!(prediction["ts_ms"].as_i64(), Some(stored));
+    assert!(prediction["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{prediction}");
+    let alert = &events.iter().find(|(k, _)| k == "alert").expect("alert").1;
+    assert_eq!(alert["subject"], "⚠️ ALERTA DE FALHA IMINENTE — Equipamento MTR-042");
+    assert!(alert["id"].as_str().is_some_and(|id| id.starts_with("acme/MTR-042/")), "{alert}");
+    // The host stops cleanly with the stream open, and the stream ends.
+    let started = std::time::Instant::now();
+    host.stop();
+    assert!(started.elapsed() < Duration::from_secs(10), "stopping took {:?}", started.elapsed());
+    let mut rest = String::new();
+    let ended = loop {
+        rest.clear();
+        match reader.read_line(&mut rest) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the event stream ended with the host");
+}

@@ -35,6 +35,7 @@ fn health_readiness_and_metrics() {
                     needs_mqtt: false,
                     store: None,
                     acks: None,
+                    events: None,
                     access: edgepm::api::ApiAccess::Open,
                 },
                 async {

@@ -278,6 +278,76 @@ impl SqliteStore {
         Ok(if inserted == 1 { AckOutcome::Acknowledged } else { AckOutcome::AlreadyAcknowledged })
     }
 
+    /// Predictions stored after row `after` (oldest first, at most `limit`), with their row ids:
+    /// what the API's event stream sends. `after = None`: only the newest row id.
+    pub fn predictions_after(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> rusqlite::Result<(i64, Vec<serde_json::Value>)> {
+        let conn = self.conn();
+        let newest: i64 =
+            conn.query_row("SELECT coalesce(max(rowid), 0) FROM predictions", [], |r| r.get(0))?;
+        let Some(after) = after else { return Ok((newest, Vec::new())) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT rowid, tenant, device, ts_ms, probability, is_failure, model FROM predictions
+             WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let mut last = after;
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    serde_json::json!({
+                        "tenant": r.get::<_, String>(1)?,
+                        "device": r.get::<_, String>(2)?,
+                        "ts_ms": r.get::<_, i64>(3)?,
+                        "probability": r.get::<_, f64>(4)?,
+                        "is_failure": r.get::<_, bool>(5)?,
+                        "model": r.get::<_, String>(6)?,
+                    }),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let values = rows
+            .into_iter()
+            .map(|(id, v)| {
+                last = id;
+                v
+            })
+            .collect();
+        Ok((last, values))
+    }
+
+    /// Alerts stored after row `after`, like [`SqliteStore::predictions_after`].
+    pub fn alerts_after(&self, after: Option<i64>, limit: u32) -> rusqlite::Result<(i64, Vec<AlertView>)> {
+        let (last, keys) = {
+            let conn = self.conn();
+            let newest: i64 =
+                conn.query_row("SELECT coalesce(max(rowid), 0) FROM alerts", [], |r| r.get(0))?;
+            let Some(after) = after else { return Ok((newest, Vec::new())) };
+            let mut stmt = conn.prepare_cached(
+                "SELECT rowid, tenant, device, ts_ms, idx FROM alerts WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )?;
+            let keys = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        AlertKey { tenant: r.get(1)?, device: r.get(2)?, ts_ms: r.get(3)?, idx: r.get(4)? },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            (keys.last().map(|(id, _)| *id).unwrap_or(after), keys)
+        };
+        let mut alerts = Vec::with_capacity(keys.len());
+        for (_, key) in &keys {
+            if let Some(a) = self.alert(key)? {
+                alerts.push(a);
+            }
+        }
+        Ok((last, alerts))
+    }
+
     /// Whether the store knows the device.
     pub fn has_device(&self, tenant: &str, device: &str) -> rusqlite::Result<bool> {
         let conn = self.conn();
