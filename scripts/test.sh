@@ -27,6 +27,13 @@ if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null |
   $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null 2>&1 \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq influxdb victoria-metrics systemd >/dev/null; }
 fi
+# The dashboard test drives Debian's headless Chromium over WebDriver (chromedriver).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "installing chromium and chromium-driver (the dashboard's browser test)" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
 # A virtualenv of the project's own at $1 with the pinned requirements $2, (re)made when $3 is
 # missing from it or the requirements changed.
 venv_with() {

@@ -131,6 +131,8 @@ pub struct DemoOptions {
     pub failing: usize,
     /// Readings per second per motor.
     pub rate: f64,
+    /// Where the dashboard, the API and the probes listen.
+    pub http: std::net::SocketAddr,
 }
 
 /// What the demo did.
@@ -155,13 +157,16 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
     info!(url = %broker.url(), "Embedded MQTT broker listening");
     let mut config = HostConfig::new(&options.data_dir, &broker.url());
     config.mqtt.client_id = "edgepm-demo".into();
-    config.http.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.http.listen = Some(options.http);
     let service = Service::start(config)?;
     anyhow::ensure!(
         service.wait_subscribed(Duration::from_secs(30)),
         "the host did not subscribe to the embedded broker within 30 s"
     );
     let http = service.http_addr();
+    if let Some(addr) = http {
+        info!("Dashboard: http://{addr}/ (open it while the demo runs)");
+    }
 
     // Failing motors wear out over the run: the defect starts at 10 % and fails at 60 % of it
     // (Ctrl-C only runs: over 5 minutes).

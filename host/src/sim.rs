@@ -44,7 +44,7 @@ pub struct Degradation {
 pub struct MotorSpec {
     pub tenant: String,
     pub device: String,
-    /// Registry metadata: model, install date, site, position.
+    /// Registry metadata: model, install date, site, position, latitude and longitude.
     pub asset: Vec<(String, String)>,
     pub shaft_hz: f64,
     /// Peak 1× velocity of the healthy motor, mm/s.
@@ -75,6 +75,9 @@ pub struct Motor {
 }
 
 const SITES: [&str; 3] = ["Plant A - Campinas", "Plant B - Joinville", "Plant C - Betim"];
+/// Where each site is (latitude, longitude): the motors stand on a grid of lines and pumps
+/// around it, about 40 m apart.
+const SITE_POSITIONS: [(f64, f64); 3] = [(-22.9056, -47.0608), (-26.3045, -48.8487), (-19.9678, -44.1983)];
 const MODELS: [(&str, f64, f64); 3] =
     [("WEG W22 15 kW 4P", 29.6, 28.0), ("WEG W22 7.5 kW 4P", 29.5, 14.2), ("ABB M3BP 22 kW 4P", 29.7, 40.5)];
 
@@ -193,6 +196,14 @@ pub fn fleet(
                 ("install_date".to_string(), format!("{year}-{:02}-{:02}", 1 + i % 12, 1 + (i * 7) % 28)),
                 ("site".to_string(), SITES[i % SITES.len()].to_string()),
                 ("position".to_string(), format!("Line {} / Pump P-{}", 1 + i / 10, 1 + i % 10)),
+                (
+                    "lat".to_string(),
+                    format!("{:.6}", SITE_POSITIONS[i % SITES.len()].0 + 0.0004 * (i / 10) as f64),
+                ),
+                (
+                    "lon".to_string(),
+                    format!("{:.6}", SITE_POSITIONS[i % SITES.len()].1 + 0.0004 * (i % 10) as f64),
+                ),
             ];
             Motor::new(MotorSpec {
                 tenant: tenant.to_string(),

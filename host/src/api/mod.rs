@@ -10,7 +10,9 @@
 //!   outbox depth and the free disk space.
 //! - `GET /metrics`: Prometheus text format.
 //! - `/api/v1/...`: equipment health as JSON ([`v1`], `docs/api.md`), when the host keeps a store.
+//! - `/`: the equipment-health dashboard ([`dashboard`]), a client of `/api/v1`.
 
+pub mod dashboard;
 pub mod events;
 pub mod v1;
 
@@ -62,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), v1::guard)))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
@@ -92,7 +95,7 @@ pub fn start(
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding the HTTP address {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics /api/v1");
+    tracing::info!(addr = %local, "HTTP endpoints listening: /healthz /readyz /metrics /api/v1, dashboard at /");
     match &state.access {
         ApiAccess::Open => {}
         ApiAccess::Token(_) => {

@@ -20,6 +20,10 @@ pub struct DemoArgs {
     /// Where the store, logs, plugins and models go.
     #[arg(long, default_value = "edgepm-demo")]
     data_dir: PathBuf,
+    /// The HTTP address: the dashboard, /api/v1 and the probes (port 0: any free port; the
+    /// address is printed at start).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    http: std::net::SocketAddr,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -35,6 +39,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         motors: args.motors,
         failing: args.failing,
         rate: args.rate,
+        http: args.http,
     };
     let summary = edgepm::demo::run(&options, stop)?;
     println!("{summary}");

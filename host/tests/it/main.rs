@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod cloud;
+mod dashboard;
 mod deployment;
 mod faults;
 mod health;

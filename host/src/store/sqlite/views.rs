@@ -18,6 +18,8 @@ pub struct DeviceView {
     pub last_seen_ms: i64,
     /// The newest prediction, if any.
     pub latest: Option<PredictionPoint>,
+    /// The explanation of the newest prediction: each feature's contribution to its score.
+    pub contributions: serde_json::Value,
 }
 
 /// One point of a probability curve. Downsampled, it is the bucket's highest probability (a risk
@@ -107,7 +109,7 @@ pub struct AlertFilter {
 
 const DEVICES_SQL: &str = "
 SELECT d.tenant, d.device, d.last_seen_ms, a.attributes,
-       p.ts_ms, p.probability, p.is_failure
+       p.ts_ms, p.probability, p.is_failure, p.contributions
 FROM devices d
 LEFT JOIN assets a ON a.tenant = d.tenant AND a.device = d.device
 LEFT JOIN predictions p ON p.rowid = (
@@ -131,7 +133,11 @@ impl SqliteStore {
                 }
                 None => None,
             };
+            let contributions: Option<String> = r.get(7)?;
             Ok(DeviceView {
+                contributions: contributions
+                    .and_then(|c| serde_json::from_str(&c).ok())
+                    .unwrap_or(serde_json::Value::Array(Vec::new())),
                 tenant: r.get(0)?,
                 device: r.get(1)?,
                 asset: asset.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
