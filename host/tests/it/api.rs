@@ -17,6 +17,7 @@ fn get(port: u16, path: &str) -> (u16, Value) {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_api_answers_every_endpoint_from_the_store_and_refuses_bad_parameters() {
+    let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
@@ -169,6 +170,7 @@ fn the_api_answers_every_endpoint_from_the_store_and_refuses_bad_parameters() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn with_a_token_the_api_refuses_requests_without_it_and_the_probes_stay_open() {
+    let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
@@ -198,6 +200,7 @@ fn with_a_token_the_api_refuses_requests_without_it_and_the_probes_stay_open() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn new_predictions_and_alerts_arrive_as_server_sent_events() {
+    let _timing = crate::support::shared();
     use std::io::{BufRead as _, Write as _};
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");

@@ -144,6 +144,7 @@ fn readings(motor: &mut edgepm::sim::Motor, t_s: f64, n: usize, start: i64) -> V
 #[test]
 #[ignore = "needs mosquitto and chromium: run scripts/test.sh"]
 fn the_dashboard_shows_every_view_updates_live_and_keeps_an_acknowledgement() {
+    let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     // The shipped bearing pipeline (the XGBoost model: explanations by TreeSHAP) as tenant acme.
@@ -254,6 +255,7 @@ fn the_dashboard_shows_every_view_updates_live_and_keeps_an_acknowledgement() {
 #[test]
 #[ignore = "needs mosquitto and chromium: run scripts/test.sh"]
 fn with_a_token_the_dashboard_asks_for_it_and_the_api_refuses_requests_without_it() {
+    let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);

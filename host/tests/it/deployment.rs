@@ -28,6 +28,7 @@ fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> (bool, String) {
 #[test]
 #[ignore = "needs systemd-analyze: run scripts/test.sh"]
 fn the_systemd_unit_verifies_clean_and_is_hardened() {
+    let _timing = crate::support::shared();
     let (_dir, unit) = unit();
     let (ok, text) = systemd_analyze(&["verify"], &unit);
     assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
@@ -64,6 +65,7 @@ fn validate_example(name: &str, root: &std::path::Path, offline: bool) -> (bool,
 
 #[test]
 fn the_example_configurations_of_the_three_deployments_validate() {
+    let _timing = crate::support::shared();
     let root = tempfile::tempdir().expect("tempdir");
     for name in ["gateway-offline.toml", "gateway-uplink.toml", "fargate.toml"] {
         let (ok, text) = validate_example(name, root.path(), true);
@@ -170,6 +172,7 @@ fn expanded_template(partitions: &str) -> (tempfile::TempDir, std::path::PathBuf
 #[test]
 #[ignore = "needs the linters: run scripts/test.sh"]
 fn the_cloudformation_template_lints_clean() {
+    let _timing = crate::support::shared();
     let template = repo_file("infrastructure/cloudformation-template.yaml");
     let (ok, text) = output(lint_tool("cfn-lint").arg(&template));
     assert!(ok && text.trim().is_empty(), "cfn-lint: {text}");
@@ -217,6 +220,7 @@ fn the_cloudformation_template_lints_clean() {
 #[test]
 #[ignore = "needs the linters: run scripts/test.sh"]
 fn the_dockerfile_lints_clean_and_matches_the_task_definition() {
+    let _timing = crate::support::shared();
     let dockerfile = repo_file("Dockerfile");
     let (ok, text) = output(lint_tool("hadolint").arg(&dockerfile));
     assert!(ok && text.trim().is_empty(), "hadolint: {text}");
@@ -456,6 +460,7 @@ fn glob(pattern: &str, s: &str) -> bool {
 #[test]
 #[ignore = "needs the linters (cfn-lint's transform): run scripts/test.sh"]
 fn iot_policies_let_each_thing_use_its_own_topics_only() {
+    let _timing = crate::support::shared();
     let (_dir, _json, template) = expanded_template("acme,beta");
     let stack = stack(&template, &[]);
     let policy = |id: &str| stack.resolve(&template["Resources"][id]["Properties"]["PolicyDocument"]);
@@ -577,6 +582,7 @@ fn task_config(
 #[test]
 #[ignore = "needs the linters (cfn-lint's transform): run scripts/test.sh"]
 fn the_task_definitions_configuration_is_one_the_host_accepts() {
+    let _timing = crate::support::shared();
     let (_dir, _json, template) = expanded_template("acme");
     let root = tempfile::tempdir().expect("tempdir");
     /// What, parameters, tables the configuration has, tables it has not.
@@ -638,6 +644,7 @@ fn the_task_definitions_configuration_is_one_the_host_accepts() {
 
 #[test]
 fn the_configuration_comes_from_a_file_or_the_environment_never_both() {
+    let _timing = crate::support::shared();
     let root = tempfile::tempdir().expect("tempdir");
     let config = format!("data_dir = {:?}\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n", root.path().join("data"));
     let file = root.path().join("edgepm.toml");
@@ -665,6 +672,7 @@ fn the_configuration_comes_from_a_file_or_the_environment_never_both() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn healthcheck_exits_zero_only_for_a_healthy_host() {
+    let _timing = crate::support::shared();
     let broker = crate::support::broker::Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     let data =
@@ -687,4 +695,56 @@ fn healthcheck_exits_zero_only_for_a_healthy_host() {
     let (ok, text) =
         output(Command::new(env!("CARGO_BIN_EXE_edgepm")).args(["healthcheck", "--addr", &addr]));
     assert!(!ok && text.contains("connecting"), "{text}");
+}
+
+#[test]
+fn the_grafana_dashboards_are_generated_alike_and_read_what_the_sinks_write() {
+    let _timing = crate::support::shared();
+    let out = tempfile::tempdir().expect("tempdir");
+    let (ok, text) =
+        output(Command::new("python3").arg(repo_file("infrastructure/grafana/generate.py")).arg(out.path()));
+    assert!(ok, "generate.py: {text}");
+    let mut titles = Vec::new();
+    for name in ["timestream", "influxdb"] {
+        let committed = std::fs::read_to_string(repo_file(&format!("infrastructure/grafana/{name}.json")))
+            .expect("dashboard");
+        let generated = std::fs::read_to_string(out.path().join(format!("{name}.json"))).expect("generated");
+        assert_eq!(committed, generated, "{name}.json is not what generate.py writes: run it");
+        let d: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+        let panels = d["panels"].as_array().expect("panels");
+        titles
+            .push(panels.iter().map(|p| p["title"].as_str().expect("title").to_string()).collect::<Vec<_>>());
+        for p in panels {
+            let sql =
+                p["targets"][0]["rawQuery"].as_str().or(p["targets"][0]["rawSql"].as_str()).expect("a query");
+            // Only what the sinks write: the prediction and features measures and their fields.
+            assert!(sql.contains("prediction") || sql.contains("features"), "{name}: {sql}");
+            for word in sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.ends_with("_version") {
+                    assert!(
+                        ["preprocess_version", "score_version", "policy_version"].contains(&word),
+                        "{word}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(titles[0], titles[1], "both dashboards show the same panels");
+    assert!(titles[0].len() >= 6, "{:?}", titles[0]);
+    // The fields the panels read are the ones the sinks write.
+    let sinks = std::fs::read_to_string(repo_file("host/src/sinks/influxdb.rs")).expect("influxdb sink")
+        + &std::fs::read_to_string(repo_file("host/src/sinks/timestream.rs")).expect("timestream sink");
+    for field in [
+        "\"probability\"",
+        "\"is_failure\"",
+        "\"model\"",
+        "\"preprocess_version\"",
+        "\"score_version\"",
+        "\"policy_version\"",
+        "\"prediction\"",
+        "\"features\"",
+    ] {
+        assert!(sinks.contains(field), "the sinks no longer write {field}");
+    }
+    assert!(bearing_features::FEATURE_NAMES.contains(&"vibration_rms"));
 }

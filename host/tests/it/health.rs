@@ -87,6 +87,7 @@ fn query(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn degradation_finds_the_degrading_motors_and_none_of_the_healthy_ones_across_a_gap() {
+    let _timing = crate::support::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("data dir");

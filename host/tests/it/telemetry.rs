@@ -56,6 +56,7 @@ pub fn json(s: &str) -> Value {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
+    let _timing = crate::support::shared();
     let Setup { mut host, broker, data, root: _root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/acme/+/prediction", "edgepm/acme/+/alert"]);
 
@@ -120,6 +121,7 @@ fn a_published_reading_becomes_a_prediction_and_above_threshold_an_alert() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_simulator_measures_publish_to_prediction_latency() {
+    let _timing = crate::support::shared();
     let Setup { mut host, broker, data: _data, root: _root } = serve_acme(TENANT_TOML);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
         .args(["simulate", "--broker", &broker.url(), "--tenant", "acme", "--motors", "3", "--rate", "10"])
@@ -143,6 +145,7 @@ fn the_simulator_measures_publish_to_prediction_latency() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn redelivered_readings_create_no_second_reading_window_or_prediction() {
+    let _timing = crate::support::shared();
     let Setup { mut host, broker, data: _data, root: _root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/acme/+/prediction"]);
     let r = readings("M1", false, 5, 3);
@@ -178,6 +181,7 @@ fn redelivered_readings_create_no_second_reading_window_or_prediction() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
+    let _timing = crate::support::shared();
     let Setup { mut host, broker, data: _data, root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/+/deadletter"]);
     let now = now_ms();
@@ -285,6 +289,7 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_host_killed_mid_stream_loses_no_acknowledged_reading() {
+    let _timing = crate::support::shared();
     let toml = "threshold = 0.8\nmodel = \"default\"\nhop = 4\n[settings]\nwindow_size = 8\n";
     let Setup { mut host, broker, data: _data, root: _root } = serve_acme(toml);
     const DEVICES: usize = 10;
@@ -330,6 +335,7 @@ fn a_host_killed_mid_stream_loses_no_acknowledged_reading() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_host_killed_between_commit_and_acknowledgement_stores_the_redelivered_batch_once() {
+    let _timing = crate::support::shared();
     let toml = "threshold = 0.8\nmodel = \"default\"\nhop = 4\n[settings]\nwindow_size = 8\n";
     let Setup { mut host, broker, data: _data, root: _root } = serve_acme(toml);
     // The host pauses 3 s between each commit and its acknowledgements: killed in that pause,
@@ -364,6 +370,7 @@ fn a_host_killed_between_commit_and_acknowledgement_stores_the_redelivered_batch
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_host_connects_with_mutual_tls() {
+    let _timing = crate::support::shared();
     let certs = crate::support::broker::Certificates::generate();
     let tls_port = crate::support::broker::free_port();
     let broker = Mosquitto::start_with(&certs.mosquitto_listener(tls_port));
@@ -389,6 +396,7 @@ fn the_host_connects_with_mutual_tls() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn a_host_configured_from_the_environment_serves_its_tenants_only() {
+    let _timing = crate::support::shared();
     let certs = crate::support::broker::Certificates::generate();
     let tls_port = crate::support::broker::free_port();
     let broker = Mosquitto::start_with(&certs.mosquitto_listener(tls_port));
@@ -443,6 +451,7 @@ fn a_host_configured_from_the_environment_serves_its_tenants_only() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn sighup_reloads_the_configuration_and_a_broken_one_changes_nothing() {
+    let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
     let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
@@ -495,6 +504,7 @@ fn sighup_reloads_the_configuration_and_a_broken_one_changes_nothing() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {
+    let _timing = crate::support::shared();
     let certs = crate::support::broker::Certificates::generate();
     let stranger = crate::support::broker::Certificates::generate();
     let (port, port_other_addr) = (crate::support::broker::free_port(), crate::support::broker::free_port());
@@ -553,6 +563,7 @@ fn mutual_tls_refuses_a_wrong_ca_a_wrong_host_name_and_no_client_certificate() {
 #[test]
 #[ignore = "needs mosquitto: run scripts/test.sh"]
 fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
+    let _timing = crate::support::shared();
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("demo");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepm"))
