@@ -127,25 +127,29 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.host.metrics().encode())
 }
 
+/// `{stage: {version, source}}` of the versions serving a tenant (`/readyz`, `/api/v1/tenants`).
+pub(crate) fn plugin_versions(
+    t: &crate::plugins::TenantPipeline,
+) -> serde_json::Map<String, serde_json::Value> {
+    Stage::ALL
+        .into_iter()
+        .map(|s| {
+            let plugin = t.stage(s);
+            (
+                s.as_str().to_string(),
+                json!({"version": plugin.version(), "source": plugin.compiled.version.source}),
+            )
+        })
+        .collect()
+}
+
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let host = &state.host;
     let tenants: Vec<_> = host
         .tenant_names()
         .into_iter()
         .filter_map(|name| host.tenant(&name))
-        .map(|p| {
-            let versions: serde_json::Map<String, serde_json::Value> = Stage::ALL
-                .into_iter()
-                .map(|s| {
-                    let plugin = p.stage(s);
-                    (
-                        s.as_str().to_string(),
-                        json!({"version": plugin.version(), "source": plugin.compiled.version.source}),
-                    )
-                })
-                .collect();
-            json!({"name": p.name, "window_size": p.window_size, "plugins": versions})
-        })
+        .map(|p| json!({"name": p.name, "window_size": p.window_size, "plugins": plugin_versions(&p)}))
         .collect();
     let events: Vec<_> = host
         .events()

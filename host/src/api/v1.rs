@@ -6,7 +6,6 @@
 use super::ApiState;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::store::{AckOutcome, AckRequest, AlertFilter, AlertKey, DegradationQuery, SqliteStore};
-use crate::types::Stage;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -321,17 +320,8 @@ async fn tenants(State(state): State<ApiState>) -> Answer {
         .into_iter()
         .filter_map(|name| host.tenant(&name))
         .map(|t| {
-            let plugins: serde_json::Map<String, Value> = Stage::ALL
-                .into_iter()
-                .map(|s| {
-                    let plugin = t.stage(s);
-                    (
-                        s.as_str().to_string(),
-                        json!({"version": plugin.version(), "source": plugin.compiled.version.source}),
-                    )
-                })
-                .collect();
-            json!({"name": t.name, "window_size": t.window_size, "model": t.config.model, "plugins": plugins})
+            json!({"name": t.name, "window_size": t.window_size, "model": t.config.model,
+                   "plugins": super::plugin_versions(&t)})
         })
         .collect();
     Ok(Json(json!({ "tenants": tenants })))

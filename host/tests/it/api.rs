@@ -173,15 +173,7 @@ fn with_a_token_the_api_refuses_requests_without_it_and_the_probes_stay_open() {
     let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
-    // The HostProcess configuration ends in its [http] table: the token variable joins it.
-    let mut host = HostProcess::start_with_env(
-        root.path(),
-        &data,
-        &broker.url(),
-        "token_env = \"EDGEPM_IT_TOKEN\"\n",
-        &[("EDGEPM_IT_TOKEN", "tok-123")],
-    );
+    let mut host = HostProcess::start_with_token(root.path(), &broker.url(), TENANT_TOML, "tok-123");
     let port = host.http_addr().port();
     let (status, body) = http("GET", port, "/api/v1/devices", &[], b"");
     assert_eq!(status, 401, "{body}");

@@ -4,7 +4,7 @@
 //! a reload, an acknowledgement survives a reload. A screenshot is kept in
 //! `<target>/test-artifacts/dashboard.png`.
 
-use crate::support::broker::{HostProcess, Mosquitto, data_dir_with_tenant, free_port};
+use crate::support::broker::{HostProcess, Mosquitto, free_port};
 use crate::support::servers::http;
 use crate::support::wait_until;
 use crate::telemetry::TENANT_TOML;
@@ -258,14 +258,7 @@ fn with_a_token_the_dashboard_asks_for_it_and_the_api_refuses_requests_without_i
     let _timing = crate::support::shared();
     let broker = Mosquitto::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let data = data_dir_with_tenant(root.path(), "acme", TENANT_TOML);
-    let mut host = HostProcess::start_with_env(
-        root.path(),
-        &data,
-        &broker.url(),
-        "token_env = \"EDGEPM_IT_TOKEN\"\n",
-        &[("EDGEPM_IT_TOKEN", "tok-42")],
-    );
+    let mut host = HostProcess::start_with_token(root.path(), &broker.url(), TENANT_TOML, "tok-42");
     let port = host.http_addr().port();
     let browser = Browser::start();
     browser.go(&format!("http://127.0.0.1:{port}/"));

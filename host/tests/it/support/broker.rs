@@ -249,6 +249,20 @@ impl HostProcess {
         h
     }
 
+    /// A host serving tenant `acme` (reference plugins, `tenant_toml`) whose `/api/v1` requires
+    /// the bearer `token` (`[http] token_env`).
+    pub fn start_with_token(root: &Path, url: &str, tenant_toml: &str, token: &str) -> HostProcess {
+        let data = data_dir_with_tenant(root, "acme", tenant_toml);
+        // The configuration ends in its [http] table: the token variable joins it.
+        HostProcess::start_with_env(
+            root,
+            &data,
+            url,
+            "token_env = \"EDGEPM_IT_TOKEN\"\n",
+            &[("EDGEPM_IT_TOKEN", token)],
+        )
+    }
+
     /// Starts the host with `text` as its whole configuration, given as a container's task
     /// definition gives it: the TOML itself in `EDGEPM_CONFIG`, no file named. Returns once it
     /// subscribed. `env` is added to its environment.
