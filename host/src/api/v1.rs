@@ -279,8 +279,10 @@ async fn acknowledge(
     let (reply, answer) = tokio::sync::oneshot::channel();
     let stopped = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping".into());
     acks.send(AckRequest { key: key.clone(), by, note, reply }).map_err(|_| stopped())?;
-    let outcome = answer
+    // The loop answers between two batches; a store failing its transactions holds it longer.
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
         .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the store is busy: try again".into()))?
         .map_err(|_| stopped())?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")))?;
     let stored = query(&state, move |s| s.alert(&key)).await?;
