@@ -71,6 +71,56 @@ pub fn split_of(motor: usize, seed: u64) -> &'static str {
 
 /// Writes the CSV header and one row per window to `out`; `progress` is called after each motor
 /// with (motors done, windows so far).
+/// The features of the window of `readings` readings, `interval_s` apart, that a simulated
+/// `motor` ends at `end_s` (its clock, seconds), with `samples` vibration samples per reading —
+/// computed by `bearing_features::compute`, the plugin's own code. Timestamps are
+/// `start_ms + t × 1000`. `buf` is reused between calls.
+pub fn window_features(
+    motor: &mut crate::sim::Motor,
+    end_s: f64,
+    readings: usize,
+    interval_s: f64,
+    samples: usize,
+    start_ms: i64,
+    buf: &mut WindowBuffer,
+) -> anyhow::Result<()> {
+    let WindowBuffer { timestamps, vibration, temperature, current, features } = buf;
+    timestamps.clear();
+    vibration.clear();
+    temperature.clear();
+    current.clear();
+    let span = readings as f64 * interval_s;
+    for k in 0..readings {
+        let ts = end_s - span + k as f64 * interval_s;
+        let r = motor.reading(ts, samples);
+        timestamps.push(start_ms + (ts * 1000.0) as i64);
+        vibration.extend_from_slice(&r.vibration);
+        temperature.push(r.temperature);
+        current.push(r.current);
+    }
+    let channels = [
+        bearing_features::Channel {
+            name: "vibration",
+            samples: vibration,
+            samples_per_reading: samples as u32,
+        },
+        bearing_features::Channel { name: "temperature", samples: temperature, samples_per_reading: 1 },
+        bearing_features::Channel { name: "current", samples: current, samples_per_reading: 1 },
+    ];
+    let window = bearing_features::Window { timestamps_ms: timestamps, channels: &channels };
+    bearing_features::compute(&window, features).map_err(anyhow::Error::msg)
+}
+
+/// Buffers of [`window_features`]; `features` holds the result, in `FEATURE_NAMES` order.
+#[derive(Default)]
+pub struct WindowBuffer {
+    timestamps: Vec<i64>,
+    vibration: Vec<f32>,
+    temperature: Vec<f32>,
+    current: Vec<f32>,
+    pub features: Vec<f32>,
+}
+
 pub fn generate(
     opts: &DatasetOptions,
     out: &mut impl Write,
@@ -85,10 +135,7 @@ pub fn generate(
     writeln!(out)?;
     let mut summary = DatasetSummary { motors: opts.motors as u64, ..Default::default() };
     let day = 86_400.0;
-    let mut features = Vec::new();
-    let mut timestamps = Vec::with_capacity(opts.window_readings);
-    let mut vibration = Vec::with_capacity(opts.window_readings * opts.samples);
-    let (mut temperature, mut current) = (Vec::new(), Vec::new());
+    let mut buf = WindowBuffer::default();
     for (i, base) in fleet.into_iter().enumerate() {
         let fails = rng.random::<f64>() < opts.failing_fraction;
         // Lives of 8–40 days; the defect becomes detectable after 40–80 % of the life.
@@ -102,36 +149,17 @@ pub fn generate(
         let mut motor = Motor::new(spec);
         let split = split_of(i, opts.seed);
         let step = opts.interval_minutes * 60.0;
-        let window_span = opts.window_readings as f64 * opts.reading_interval_s;
         let mut t = step;
         while t <= end_s {
-            timestamps.clear();
-            vibration.clear();
-            temperature.clear();
-            current.clear();
-            for k in 0..opts.window_readings {
-                let ts = t - window_span + k as f64 * opts.reading_interval_s;
-                let r = motor.reading(ts, opts.samples);
-                timestamps.push((ts * 1000.0) as i64);
-                vibration.extend_from_slice(&r.vibration);
-                temperature.push(r.temperature);
-                current.push(r.current);
-            }
-            let channels = [
-                bearing_features::Channel {
-                    name: "vibration",
-                    samples: &vibration,
-                    samples_per_reading: opts.samples as u32,
-                },
-                bearing_features::Channel {
-                    name: "temperature",
-                    samples: &temperature,
-                    samples_per_reading: 1,
-                },
-                bearing_features::Channel { name: "current", samples: &current, samples_per_reading: 1 },
-            ];
-            let window = bearing_features::Window { timestamps_ms: &timestamps, channels: &channels };
-            bearing_features::compute(&window, &mut features).map_err(anyhow::Error::msg)?;
+            window_features(
+                &mut motor,
+                t,
+                opts.window_readings,
+                opts.reading_interval_s,
+                opts.samples,
+                0,
+                &mut buf,
+            )?;
             let ttf = motor.time_to_failure(t);
             let label = ttf.is_some_and(|s| s <= opts.horizon_hours * 3600.0);
             write!(
@@ -143,7 +171,7 @@ pub fn generate(
                 motor.health(t),
                 label as u8
             )?;
-            for v in &features {
+            for v in &buf.features {
                 write!(out, ",{v}")?;
             }
             writeln!(out)?;

@@ -20,9 +20,7 @@ pub fn store_fleet_history(
     gap: (f64, f64),
 ) -> usize {
     let readings = bearing_features::DEFAULT_WINDOW_SIZE as usize;
-    let samples = edgepm::sim::DEFAULT_SAMPLES;
-    let (mut vibration, mut temperature, mut current, mut timestamps) = (vec![], vec![], vec![], vec![]);
-    let mut values = Vec::new();
+    let mut buf = edgepm::dataset::WindowBuffer::default();
     let mut stored = 0;
     for motor in motors.iter_mut() {
         let mut t = step_min * 60.0;
@@ -31,36 +29,12 @@ pub fn store_fleet_history(
                 t += step_min * 60.0;
                 continue;
             }
-            vibration.clear();
-            temperature.clear();
-            current.clear();
-            timestamps.clear();
-            for k in 0..readings {
-                let ts = t - (readings - k) as f64 * 0.1;
-                let r = motor.reading(ts, samples);
-                timestamps.push(start_ms + (ts * 1000.0) as i64);
-                vibration.extend_from_slice(&r.vibration);
-                temperature.push(r.temperature);
-                current.push(r.current);
-            }
-            let channels = [
-                bearing_features::Channel {
-                    name: "vibration",
-                    samples: &vibration,
-                    samples_per_reading: samples as u32,
-                },
-                bearing_features::Channel {
-                    name: "temperature",
-                    samples: &temperature,
-                    samples_per_reading: 1,
-                },
-                bearing_features::Channel { name: "current", samples: &current, samples_per_reading: 1 },
-            ];
-            let window = bearing_features::Window { timestamps_ms: &timestamps, channels: &channels };
-            bearing_features::compute(&window, &mut values).expect("features");
+            let samples = edgepm::sim::DEFAULT_SAMPLES;
+            edgepm::dataset::window_features(motor, t, readings, 0.1, samples, start_ms, &mut buf)
+                .expect("features");
             let features = Features {
                 names: bearing_features::FEATURE_NAMES.iter().map(|n| n.to_string()).collect(),
-                values: values.clone(),
+                values: buf.features.clone(),
             };
             store.record_features(
                 &motor.spec.tenant,
