@@ -1,7 +1,8 @@
 //! `GET /api/v1/events`: server-sent events for new predictions and alerts, so a dashboard
 //! updates without reloading. One task per host watches the store (a read-only connection,
 //! every [`POLL`]) for rows committed since it last looked and hands them to every open stream;
-//! nobody listening, it only notes where the store stands. Events:
+//! while nobody listens it reads nothing (a stream gets what is committed from its first look
+//! on, within [`POLL`] of connecting). Events:
 //! `prediction` (`{tenant, device, ts_ms, timestamp, probability, is_failure, model}`), `alert`
 //! (an alert as `/api/v1/alerts` shows it) and `lagged` (`{missed}`: a client too slow to keep up
 //! lost that many events and should re-read the API). Streams end when the host stops.
@@ -72,31 +73,12 @@ async fn watch_store(
 ) {
     let (mut predictions, mut alerts): (Option<i64>, Option<i64>) = (None, None);
     loop {
-        let listening = tx.receiver_count() > 0;
-        // Nobody listening: only note where the store stands (`None` → the newest row).
-        let (from_p, from_a) = if listening { (predictions, alerts) } else { (None, None) };
-        let store_ = store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let p = store_.predictions_after(from_p, BATCH)?;
-            let a = store_.alerts_after(from_a, BATCH)?;
-            Ok::<_, rusqlite::Error>((p, a))
-        })
-        .await;
-        match read {
-            Ok(Ok(((last_p, new_p), (last_a, new_a)))) => {
-                predictions = Some(last_p);
-                alerts = Some(last_a);
-                for p in new_p {
-                    let _ = tx.send(("prediction", json_text(p)));
-                }
-                for a in new_a {
-                    if let Ok(v) = serde_json::to_value(a) {
-                        let _ = tx.send(("alert", json_text(v)));
-                    }
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "Event stream: reading the store failed; trying again"),
-            Err(e) => tracing::warn!(error = %e, "Event stream: the store read did not finish"),
+        if tx.receiver_count() == 0 {
+            // Nobody listening: no reads; the next listener's first look starts from the newest
+            // rows (`None`).
+            (predictions, alerts) = (None, None);
+        } else {
+            read_new(&store, &tx, &mut predictions, &mut alerts).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -105,6 +87,38 @@ async fn watch_store(
         if *stopped.borrow() {
             return;
         }
+    }
+}
+
+/// Sends the rows committed after the cursors (`None`: only moves them to the newest rows).
+async fn read_new(
+    store: &Arc<SqliteStore>,
+    tx: &broadcast::Sender<(&'static str, Arc<str>)>,
+    predictions: &mut Option<i64>,
+    alerts: &mut Option<i64>,
+) {
+    let (from_p, from_a, store) = (*predictions, *alerts, store.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let p = store.predictions_after(from_p, BATCH)?;
+        let a = store.alerts_after(from_a, BATCH)?;
+        Ok::<_, rusqlite::Error>((p, a))
+    })
+    .await;
+    match read {
+        Ok(Ok(((last_p, new_p), (last_a, new_a)))) => {
+            *predictions = Some(last_p);
+            *alerts = Some(last_a);
+            for p in new_p {
+                let _ = tx.send(("prediction", json_text(p)));
+            }
+            for a in new_a {
+                if let Ok(v) = serde_json::to_value(a) {
+                    let _ = tx.send(("alert", json_text(v)));
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "Event stream: reading the store failed; trying again"),
+        Err(e) => tracing::warn!(error = %e, "Event stream: the store read did not finish"),
     }
 }
 

@@ -394,6 +394,16 @@ impl Subscriptions {
         })
     }
 
+    /// Once the broker acknowledged every subscription and unsubscription (`acked`,
+    /// `unsubscribed` of this connection), writes the record; whether it did.
+    fn remember_once_settled(&self, acked: usize, unsubscribed: usize) -> bool {
+        let settled = acked >= self.filters.len() && unsubscribed >= self.stale.len();
+        if settled {
+            self.remember();
+        }
+        settled
+    }
+
     /// Writes the record (atomically); a failure is logged: the next start only unsubscribes less.
     fn remember(&self) {
         let Some((path, record)) = &self.record else { return };
@@ -571,17 +581,11 @@ pub async fn ingest_session(
                         connection.subscribed.store(true, Ordering::Relaxed);
                     }
                 }
-                if !remembered && acked >= filters.len() && unsubscribed >= subscriptions.stale.len() {
-                    subscriptions.remember();
-                    remembered = true;
-                }
+                remembered = remembered || subscriptions.remember_once_settled(acked, unsubscribed);
             }
             Ok(Event::Incoming(Packet::UnsubAck(_))) => {
                 unsubscribed += 1;
-                if !remembered && acked >= filters.len() && unsubscribed >= subscriptions.stale.len() {
-                    subscriptions.remember();
-                    remembered = true;
-                }
+                remembered = remembered || subscriptions.remember_once_settled(acked, unsubscribed);
             }
             Ok(_) => {}
             Err(e) => {
