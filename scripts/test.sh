@@ -34,6 +34,13 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
 fi
+# The weekly report's test reads its PDF back with poppler (pdftotext, pdffonts, pdftoppm).
+if ! command -v pdftotext >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v pdffonts >/dev/null; then
+  echo "installing poppler-utils (the weekly report's test)" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq poppler-utils >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq poppler-utils >/dev/null; }
+fi
 # A virtualenv of the project's own at $1 with the pinned requirements $2, (re)made when $3 is
 # missing from it or the requirements changed.
 venv_with() {

@@ -121,6 +121,31 @@ pub struct WindowBuffer {
     pub features: Vec<f32>,
 }
 
+impl WindowBuffer {
+    /// The readings of the last [`window_features`] call as the host would have assembled them
+    /// from `motor`'s telemetry: a window to run through a tenant's real pipeline.
+    pub fn window(&self, motor: &crate::sim::MotorSpec, samples: usize) -> crate::types::Window {
+        let channel = |name: &str, samples: &[f32], per: usize| crate::types::Channel {
+            name: name.to_string(),
+            samples: samples.to_vec(),
+            samples_per_reading: per as u32,
+        };
+        crate::types::Window {
+            tenant: motor.tenant.clone(),
+            device: motor.device.clone(),
+            start_ms: self.timestamps.first().copied().unwrap_or(0),
+            end_ms: self.timestamps.last().copied().unwrap_or(0),
+            timestamps_ms: self.timestamps.clone(),
+            channels: vec![
+                channel("vibration", &self.vibration, samples),
+                channel("temperature", &self.temperature, 1),
+                channel("current", &self.current, 1),
+            ],
+            asset: motor.asset.clone(),
+        }
+    }
+}
+
 pub fn generate(
     opts: &DatasetOptions,
     out: &mut impl Write,

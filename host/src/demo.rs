@@ -148,6 +148,8 @@ pub struct DemoSummary {
     pub mqtt_log_lines: usize,
     pub data_dir: PathBuf,
     pub http: Option<std::net::SocketAddr>,
+    /// The weekly report written at the end (`<data-dir>/reports/<week>.pdf`).
+    pub report: Option<PathBuf>,
 }
 
 /// Runs the demo until the duration is over or `stop` is set (Ctrl-C).
@@ -203,6 +205,25 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
         }
     }
     peak.sort_by(|a, b| a.0.cmp(&b.0));
+    // The weekly report of the week the demo ran in (as far as it went).
+    let report = match store.prediction_span() {
+        Ok(Some((_, newest))) => {
+            let week = crate::report::IsoWeek::containing(newest);
+            let path = options.data_dir.join("reports").join(format!("{week}.pdf"));
+            match crate::report::write(&store, week, &path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "The weekly report could not be written");
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "The weekly report could not be written");
+            None
+        }
+    };
     let config = HostConfig::new(&options.data_dir, &broker.url());
     let email_files = std::fs::read_dir(config.email_dir())
         .map(|d| {
@@ -220,6 +241,7 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
         mqtt_log_lines,
         data_dir: options.data_dir.clone(),
         http,
+        report,
     })
 }
 
@@ -248,6 +270,9 @@ impl std::fmt::Display for DemoSummary {
             config.mqtt_log().display(),
             self.mqtt_log_lines
         )?;
+        if let Some(report) = &self.report {
+            writeln!(f, "    weekly report      {}", report.display())?;
+        }
         write!(f, "    plugins            {}", config.plugins_dir().join(TENANT).display())
     }
 }

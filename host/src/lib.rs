@@ -45,6 +45,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod plugins;
 pub mod replay;
+pub mod report;
 pub mod service;
 pub mod shutdown;
 pub mod sim;

@@ -48,6 +48,8 @@ enum Command {
     /// Exit 0 if the host's /healthz at --addr answers 200 (a container's health check: no
     /// shell or curl needed).
     Healthcheck(commands::healthcheck::HealthcheckArgs),
+    /// Write the weekly equipment-health report (PDF) of an ISO week from the local store.
+    Report(commands::report::ReportArgs),
     /// Publish telemetry of simulated motors (bearing wear on the first --failing ones).
     Simulate(simulate::SimulateArgs),
     /// Feed the rows of a CSV file as readings through a tenant's real pipeline (plugins, model,
@@ -94,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => commands::run::run(config.as_deref()),
         Command::Healthcheck(args) => commands::healthcheck::run(args),
         Command::Query(c) => commands::query::run(c),
+        Command::Report(args) => commands::report::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Dataset(args) => dataset::run(args),

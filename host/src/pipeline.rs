@@ -27,6 +27,24 @@ pub struct WindowOutcome {
     pub versions: [String; 3],
 }
 
+impl WindowOutcome {
+    /// The row the store keeps of it; `contributions_json` is `score.contributions` as JSON.
+    pub fn row<'a>(&'a self, start_ms: i64, contributions_json: &'a str) -> crate::store::OutcomeRow<'a> {
+        crate::store::OutcomeRow {
+            tenant: &self.tenant,
+            device: &self.device,
+            start_ms,
+            end_ms: self.end_ms,
+            probability: self.score.probability,
+            is_failure: self.decision.is_failure,
+            model: &self.score.model,
+            versions: &self.versions,
+            contributions_json,
+            alerts: &self.decision.alerts,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("unknown tenant {0:?}")]

@@ -47,6 +47,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/degradation", get(degradation))
         .route("/api/v1/tenants", get(tenants))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/reports", get(report_weeks))
+        .route("/api/v1/reports/{week}", get(report))
 }
 
 /// Lets a request through per [`super::ApiAccess`]: 401 without the right bearer token, 403 when
@@ -327,6 +329,56 @@ async fn tenants(State(state): State<ApiState>) -> Answer {
         })
         .collect();
     Ok(Json(json!({ "tenants": tenants })))
+}
+
+/// Most weeks `/api/v1/reports` lists (the newest).
+const WEEKS_LISTED: usize = 104;
+
+/// The weeks the stored predictions span, newest first: what a report can be made of.
+async fn report_weeks(State(state): State<ApiState>) -> Answer {
+    use crate::report::IsoWeek;
+    let span = query(&state, |s| s.prediction_span()).await?;
+    let mut weeks = Vec::new();
+    if let Some((oldest, newest)) = span {
+        let mut start = IsoWeek::containing(newest).start_ms();
+        let first = IsoWeek::containing(oldest).start_ms();
+        while start >= first && weeks.len() < WEEKS_LISTED {
+            let week = IsoWeek::containing(start);
+            weeks.push(json!({"week": week.to_string(), "from_ms": start, "to_ms": week.end_ms(),
+                              "href": format!("/api/v1/reports/{week}")}));
+            start -= 7 * 86_400_000;
+        }
+    }
+    Ok(Json(json!({ "weeks": weeks })))
+}
+
+/// The weekly report of `{week}` (`2025-W14`, `.pdf` optional) as a PDF download.
+async fn report(State(state): State<ApiState>, Path(week): Path<String>) -> Result<Response, ApiError> {
+    let week: crate::report::IsoWeek = week.strip_suffix(".pdf").unwrap_or(&week).parse().map_err(bad)?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "this host keeps no store".into()))?;
+    let pdf = tokio::task::spawn_blocking(move || {
+        crate::report::WeekReport::gather(&store, week, crate::clock::now_ms())
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.render())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("report task: {e}")))?
+    .map_err(|e| {
+        tracing::warn!(error = %e, %week, "weekly report failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("report: {e:#}"))
+    })?;
+    let disposition = format!("attachment; filename=\"edgepm-report-{week}.pdf\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/pdf".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        pdf,
+    )
+        .into_response())
 }
 
 async fn events(State(state): State<ApiState>) -> Response {

@@ -9,6 +9,7 @@ pub mod plugin;
 pub mod process;
 pub mod query;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod simulate;
 pub mod tenant;

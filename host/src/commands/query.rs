@@ -51,7 +51,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<SqliteStore> {
+    pub fn open(&self) -> anyhow::Result<SqliteStore> {
         let data_dir = match &self.data_dir {
             Some(d) => d.clone(),
             None => {

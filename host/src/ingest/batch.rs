@@ -13,7 +13,7 @@ use super::decode::{Limits, Reject, decode, decode_asset, parse_asset_topic};
 use crate::metrics::TelemetryMetrics;
 use crate::pipeline::{PipelineError, WindowOutcome, process_windows};
 use crate::plugins::PluginHost;
-use crate::store::{DeferredWindow, OutcomeRow, SqliteStore};
+use crate::store::{DeferredWindow, SqliteStore};
 use crate::types::{Reading, Window};
 use crate::windows::{DeviceWindows, Pushed};
 use prometheus_client::metrics::counter::Counter;
@@ -625,21 +625,7 @@ impl Ingestor {
         now_ms: i64,
     ) -> anyhow::Result<bool> {
         let contributions_json = serde_json::to_string(&o.score.contributions)?;
-        let inserted = self.store.insert_outcome(
-            &OutcomeRow {
-                tenant: &o.tenant,
-                device: &o.device,
-                start_ms,
-                end_ms: o.end_ms,
-                probability: o.score.probability,
-                is_failure: o.decision.is_failure,
-                model: &o.score.model,
-                versions: &o.versions,
-                contributions_json: &contributions_json,
-                alerts: &o.decision.alerts,
-            },
-            now_ms,
-        )?;
+        let inserted = self.store.insert_outcome(&o.row(start_ms, &contributions_json), now_ms)?;
         if !inserted {
             return Ok(false);
         }

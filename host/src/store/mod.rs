@@ -10,9 +10,9 @@ mod sqlite;
 pub use memory::{DEFAULT_WINDOWS_PER_DEVICE, MemoryHistory};
 pub use sqlite::{
     AckOutcome, Acknowledgement, AlertFilter, AlertKey, AlertView, Counts, DeferredWindow, Degradation,
-    DegradationQuery, DeviceTrend, DeviceView, Durability, MessageKind, OutboxBound, OutboxItem, OutboxRead,
-    OutcomeRow, PredictionPoint, PredictionSeries, SqliteStore, StoreGone, StoredPrediction, WalSync,
-    decode_channels, encode_channels,
+    DegradationQuery, DevicePeriod, DeviceTrend, DeviceView, Durability, MessageKind, OutboxBound,
+    OutboxItem, OutboxRead, OutcomeRow, PredictionPoint, PredictionSeries, ServedVersions, SqliteStore,
+    StoreGone, StoredPrediction, WalSync, decode_channels, encode_channels,
 };
 
 use crate::types::Features;

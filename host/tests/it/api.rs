@@ -107,6 +107,36 @@ fn the_api_answers_every_endpoint_from_the_store_and_refuses_bad_parameters() {
     assert_eq!(t["tenants"][0]["name"], "acme", "{t}");
     assert!(t["tenants"][0]["plugins"]["score"]["version"].as_str().is_some_and(|v| v.len() == 12), "{t}");
 
+    // The weekly report: the weeks the data spans, newest first, and one as a PDF download.
+    let (status, weeks) = get(port, "/api/v1/reports");
+    assert_eq!(status, 200, "{weeks}");
+    let newest: i64 =
+        host.store().query_row("SELECT max(ts_ms) FROM predictions", [], |r| r.get(0)).expect("predictions");
+    let week = edgepm::report::IsoWeek::containing(newest).to_string();
+    assert_eq!(weeks["weeks"][0]["week"], week.as_str(), "{weeks}");
+    let href = weeks["weeks"][0]["href"].as_str().expect("href").to_string();
+    let (status, head, pdf) = crate::support::servers::http_bytes("GET", port, &href, &[], b"");
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: application/pdf"), "{head}");
+    assert!(
+        head.contains(&format!("filename=\"edgepm-report-{}.pdf\"", week.to_ascii_lowercase())),
+        "{head}"
+    );
+    assert!(pdf.starts_with(b"%PDF-") && pdf.len() > 10_000, "{} bytes", pdf.len());
+    let file = root.path().join("downloaded.pdf");
+    std::fs::write(&file, &pdf).expect("write");
+    let text = std::process::Command::new("pdftotext")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("week {week}")) && text.contains("MTR-042"), "{text}");
+    let (status, v) = get(port, "/api/v1/reports/2025-W99");
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("no week 99")), "{v}");
+
     // Acknowledging an alert: stored (through the ingest loop), shown, refused a second time.
     let id = alerts[0]["id"].as_str().expect("id").to_string();
     assert_eq!(alerts[0]["acknowledged"], Value::Null);

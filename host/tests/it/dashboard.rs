@@ -17,6 +17,8 @@ struct Browser {
     driver: Child,
     port: u16,
     session: String,
+    /// Where the browser saves downloads.
+    downloads: tempfile::TempDir,
 }
 
 impl Browser {
@@ -31,11 +33,13 @@ impl Browser {
         let up =
             wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert!(up.is_some(), "chromedriver did not start");
+        let downloads = tempfile::tempdir().expect("downloads folder");
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
+            "prefs": {"download.default_directory": downloads.path(), "download.prompt_for_download": false},
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1400,1800", "--no-first-run", "--disable-extensions"]}}}});
-        let mut b = Browser { driver, port, session: String::new() };
+        let mut b = Browser { driver, port, session: String::new(), downloads };
         let v = b.call("POST", "/session", &caps);
         b.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         b
@@ -214,6 +218,27 @@ fn the_dashboard_shows_every_view_updates_live_and_keeps_an_acknowledgement() {
     assert_eq!(views["tenants"], 1, "{views}");
     browser.screenshot(
         &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard.png"),
+    );
+
+    // The weekly report downloads from the page: a PDF of the week the data is in.
+    let week = browser.js("return document.getElementById('report-week').value");
+    let newest = host.count("SELECT max(ts_ms) FROM predictions");
+    assert_eq!(
+        week,
+        edgepm::report::IsoWeek::containing(newest).to_string().as_str(),
+        "the newest week first"
+    );
+    browser.js("document.getElementById('report-download').click(); return null");
+    let saved = browser.downloads.path().join(format!("edgepm-report-{}.pdf", week.as_str().expect("week")));
+    let done = wait_until(Duration::from_secs(30), || {
+        // (Chromium writes a .crdownload and renames it when complete.)
+        std::fs::read(&saved).is_ok_and(|pdf| pdf.starts_with(b"%PDF-") && pdf.len() > 10_000)
+    });
+    assert!(
+        done.is_some(),
+        "no report downloaded to {}; status: {}",
+        saved.display(),
+        browser.js("return document.getElementById('status').textContent")
     );
 
     // A new prediction appears without a reload: MTR-008 was healthy; now it has failed.

@@ -19,5 +19,6 @@ mod other_toolchains;
 mod outbox;
 mod reference_plugins;
 mod replay;
+mod report;
 mod support;
 mod telemetry;

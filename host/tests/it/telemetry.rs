@@ -612,4 +612,11 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     assert!(emails.iter().all(|e| e.file_name().to_string_lossy().contains("MTR-001")), "{stdout}");
     let log = std::fs::read_to_string(data.join("logs/mqtt_messages.jsonl")).expect("message log");
     assert!(log.lines().count() as i64 >= count("SELECT count(*) FROM predictions"), "{stdout}");
+    // The weekly report of the week it ran in, named in the summary, naming the failing motor.
+    let week = edgepm::report::IsoWeek::containing(count("SELECT max(ts_ms) FROM predictions"));
+    let report = data.join("reports").join(format!("{week}.pdf"));
+    assert!(stdout.contains(&format!("weekly report      {}", report.display())), "{stdout}");
+    let text = std::process::Command::new("pdftotext").arg(&report).arg("-").output().expect("pdftotext");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("week {week}")) && text.contains("MTR-001"), "{text}");
 }

@@ -230,9 +230,38 @@ async function loadAll() {
   await loadAlerts();
   drawDegradation(await api("/api/v1/degradation"));
   drawVersions(await api("/api/v1/tenants"));
+  fillReportWeeks(await api("/api/v1/reports"));
   await drawChart();
   status(state.devices.length + " devices · live");
   document.body.setAttribute("data-ready", "true");
+}
+
+function fillReportWeeks(answer) {
+  const select = document.getElementById("report-week");
+  const chosen = select.value;
+  select.replaceChildren(...answer.weeks.map((w) => el("option", { value: w.week }, w.week)));
+  if (answer.weeks.some((w) => w.week === chosen)) select.value = chosen;
+  document.getElementById("report-download").disabled = answer.weeks.length === 0;
+}
+
+// The PDF through fetch (a plain link could not send the token), saved from a blob.
+async function downloadReport() {
+  const week = document.getElementById("report-week").value;
+  if (!week) return;
+  status("making the report of " + week + "…");
+  const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+  const r = await fetch("/api/v1/reports/" + encodeURIComponent(week), { headers });
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    throw new Error("report: " + (body.error || ("HTTP " + r.status)));
+  }
+  const url = URL.createObjectURL(await r.blob());
+  const a = el("a", { href: url, download: "edgepm-report-" + week + ".pdf" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  status("report of " + week + " downloaded");
 }
 
 // Server-sent events through fetch (EventSource cannot send the Authorization header).
@@ -297,6 +326,7 @@ document.getElementById("token-form").addEventListener("submit", (e) => {
   start();
 });
 document.getElementById("device-select").addEventListener("change", () => drawChart().catch((e) => status(e.message)));
+document.getElementById("report-download").addEventListener("click", () => downloadReport().catch((e) => status(e.message)));
 document.getElementById("range-select").addEventListener("change", () => drawChart().catch((e) => status(e.message)));
 
 let following = false;

@@ -87,6 +87,15 @@ async fn page() -> impl IntoResponse {
                         h2 { "Degradation (vibration RMS, last 7 days vs the 7 before)" }
                         table #degradation-list { thead { tr { th { "Equipment" } th { "Baseline" } th { "Recent" } th { "Rise" } } } tbody {} }
                     }
+                    section #report {
+                        h2 { "Weekly report" }
+                        p {
+                            select #report-week {}
+                            " "
+                            button #report-download type="button" { "Download PDF" }
+                        }
+                        p .note { "The week's views, alerts with their explanations and acknowledgements, degradation and versions, as a PDF (UTC weeks, Monday to Sunday)." }
+                    }
                     section #versions {
                         h2 { "Serving" }
                         table #version-list { thead { tr { th { "Tenant" } th { "Model" } th { "Preprocess" } th { "Score" } th { "Policy" } } } tbody {} }

@@ -37,8 +37,8 @@ pub use history::{OutcomeRow, StoredPrediction};
 pub use outbox::{MessageKind, OutboxBound, OutboxItem, OutboxRead};
 pub use readings::{DeferredWindow, decode_channels, encode_channels};
 pub use views::{
-    AckOutcome, Acknowledgement, AlertFilter, AlertKey, AlertView, DeviceView, PredictionPoint,
-    PredictionSeries,
+    AckOutcome, Acknowledgement, AlertFilter, AlertKey, AlertView, DevicePeriod, DeviceView, PredictionPoint,
+    PredictionSeries, ServedVersions,
 };
 
 use durability::{WAL_SIZE_LIMIT, WalProgress};

@@ -45,6 +45,36 @@ pub struct PredictionSeries {
     pub points: Vec<PredictionPoint>,
 }
 
+/// A device over a period (the weekly report): its newest prediction there, its highest, how
+/// many windows were scored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DevicePeriod {
+    pub tenant: String,
+    pub device: String,
+    pub asset: serde_json::Map<String, serde_json::Value>,
+    pub windows: u64,
+    /// Windows the policy called a failure.
+    pub failure_windows: u64,
+    /// The highest probability of the period and when.
+    pub peak: PredictionPoint,
+    /// The newest prediction of the period.
+    pub latest: PredictionPoint,
+    /// The newest prediction's explanation.
+    pub contributions: serde_json::Value,
+}
+
+/// Plugin and model versions that served a tenant over a period, with the windows they scored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServedVersions {
+    pub tenant: String,
+    pub model: String,
+    /// Preprocess, score and policy plugin versions.
+    pub plugins: Vec<String>,
+    pub windows: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// An alert with the prediction it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertView {
@@ -352,6 +382,86 @@ impl SqliteStore {
             }
         }
         Ok((last, alerts))
+    }
+
+    /// Every device with predictions in `[from_ms, to_ms)`, as [`DevicePeriod`]s.
+    pub fn device_periods(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<DevicePeriod>> {
+        let conn = self.conn();
+        // SQLite's bare-column rule: with max(), the other columns come from the row of the max.
+        let mut stmt = conn.prepare_cached(
+            "WITH s AS (
+               SELECT tenant, device, count(*) AS n, sum(is_failure) AS failing, max(ts_ms) AS last
+               FROM predictions WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, device),
+             pk AS (
+               SELECT tenant, device, max(probability) AS peak, ts_ms, is_failure
+               FROM predictions WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, device)
+             SELECT s.tenant, s.device, a.attributes, s.n, s.failing, pk.peak, pk.ts_ms, pk.is_failure,
+                    p.ts_ms, p.probability, p.is_failure, p.contributions
+             FROM s JOIN pk ON pk.tenant = s.tenant AND pk.device = s.device
+             JOIN predictions p ON p.tenant = s.tenant AND p.device = s.device AND p.ts_ms = s.last
+             LEFT JOIN assets a ON a.tenant = s.tenant AND a.device = s.device
+             ORDER BY s.tenant, s.device",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            let attributes: Option<String> = r.get(2)?;
+            let asset = attributes.as_deref().map(parse_attributes).unwrap_or_default();
+            let contributions: Option<String> = r.get(11)?;
+            Ok(DevicePeriod {
+                tenant: r.get(0)?,
+                device: r.get(1)?,
+                asset: asset.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+                windows: r.get(3)?,
+                failure_windows: r.get(4)?,
+                peak: PredictionPoint {
+                    probability: r.get(5)?,
+                    ts_ms: r.get(6)?,
+                    is_failure: r.get(7)?,
+                    windows: 1,
+                },
+                latest: PredictionPoint {
+                    ts_ms: r.get(8)?,
+                    probability: r.get(9)?,
+                    is_failure: r.get(10)?,
+                    windows: 1,
+                },
+                contributions: contributions
+                    .and_then(|c| serde_json::from_str(&c).ok())
+                    .unwrap_or(serde_json::Value::Array(Vec::new())),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The plugin and model versions that scored windows in `[from_ms, to_ms)`, per tenant,
+    /// oldest first.
+    pub fn versions_served(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<ServedVersions>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT tenant, model, versions, count(*), min(ts_ms), max(ts_ms) FROM predictions
+             WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, model, versions ORDER BY tenant, 5",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            let versions: String = r.get(2)?;
+            Ok(ServedVersions {
+                tenant: r.get(0)?,
+                model: r.get(1)?,
+                plugins: serde_json::from_str(&versions).unwrap_or_else(|_| vec![versions]),
+                windows: r.get(3)?,
+                first_ms: r.get(4)?,
+                last_ms: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The oldest and newest prediction's window end, if any.
+    pub fn prediction_span(&self) -> rusqlite::Result<Option<(i64, i64)>> {
+        let conn = self.conn();
+        let span: (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT min(ts_ms), max(ts_ms) FROM predictions", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(span.0.zip(span.1))
     }
 
     /// Whether the store knows the device.

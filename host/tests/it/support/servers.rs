@@ -27,6 +27,24 @@ fn binary(env: &str, names: &[&str], install: &str) -> PathBuf {
 
 /// A minimal HTTP/1.1 request on loopback: `(status, body)`.
 pub fn http(method: &str, port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let (status, head, body) = http_bytes(method, port, path, headers, body);
+    let body = String::from_utf8_lossy(&body);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(&body)
+    } else {
+        body.into_owned()
+    };
+    (status, body)
+}
+
+/// Like [`http`], with the response's head and its body as bytes (not de-chunked).
+pub fn http_bytes(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let mut req = format!(
@@ -41,15 +59,10 @@ pub fn http(method: &str, port: u16, path: &str, headers: &[(&str, &str)], body:
     s.write_all(body).expect("write");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, raw[split..].to_vec())
 }
 
 fn dechunk(mut body: &str) -> String {
