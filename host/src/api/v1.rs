@@ -227,6 +227,7 @@ async fn alerts(State(state): State<ApiState>, Query(p): Query<HashMap<String, S
         acknowledged,
         idx: None,
         limit,
+        oldest_first: false,
     };
     let alerts = query(&state, move |s| s.alerts(&filter)).await?;
     to_json(json!({ "alerts": alerts }))

@@ -142,17 +142,15 @@ impl WeekReport {
                 points: series.points.iter().map(|p| (p.ts_ms, p.probability)).collect(),
             });
         }
-        let filter = |acknowledged| AlertFilter {
+        let (alert_total, acknowledged_total) = store.alert_counts(from_ms, to_ms)?;
+        let (alert_total, acknowledged_total) = (alert_total as usize, acknowledged_total as usize);
+        let alerts = store.alerts(&AlertFilter {
             from_ms: Some(from_ms),
             to_ms: Some(to_ms - 1),
-            acknowledged,
-            limit: u32::MAX,
+            limit: ALERTS_LISTED as u32,
+            oldest_first: true,
             ..AlertFilter::default()
-        };
-        let mut alerts = store.alerts(&AlertFilter { limit: ALERTS_LISTED as u32, ..filter(None) })?;
-        alerts.reverse();
-        let alert_total = store.alerts(&filter(None))?.len();
-        let acknowledged_total = store.alerts(&filter(Some(true)))?.len();
+        })?;
         let data_through_ms = devices.iter().map(|d| d.latest.ts_ms).max();
         // Degradation as the week ended, or as far as the data goes in a week still running.
         let as_of_ms = match store.newest_window_ms()? {
@@ -207,6 +205,7 @@ impl WeekReport {
     fn summary(&self, l: &mut Layout) {
         l.heading("Fleet summary", 60.0);
         let mut tenants: Vec<&str> = self.devices.iter().map(|d| d.tenant.as_str()).collect();
+        tenants.sort_unstable();
         tenants.dedup();
         let windows: u64 = self.devices.iter().map(|d| d.windows).sum();
         let failing: u64 = self.devices.iter().map(|d| d.failure_windows).sum();

@@ -47,6 +47,9 @@ fn simulate(
             let outcome = edgepm::pipeline::process_window(&host, window).expect("the pipeline runs");
             let contributions = serde_json::to_string(&outcome.score.contributions).expect("json");
             store.insert_outcome(&outcome.row(start_ms, &contributions), outcome.end_ms).expect("stored");
+            store
+                .record_window(&outcome.tenant, &outcome.device, outcome.end_ms, outcome.end_ms)
+                .expect("device");
             t += step_min * 60.0;
         }
     }
@@ -173,6 +176,10 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts");
     std::fs::copy(pdf, artifacts.join("report-2025-W14.pdf")).expect("kept");
+    // (and the store it was made from, to look at or to time `edgepm report` on)
+    let kept = artifacts.join("report-2025-W14.db");
+    let _ = std::fs::remove_file(&kept);
+    db.execute("VACUUM INTO ?1", [kept.to_str().expect("utf-8")]).expect("kept");
     assert!(info.contains("Equipment health, week 2025-W14"), "{info}");
     // Every font embedded (the report must read the same on a machine without them).
     let (ok, fonts, err) = run("pdffonts", &[pdf]);
@@ -242,7 +249,28 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
         let share = ink(&std::fs::read(page).expect("page image"));
         assert!(share > 0.005, "{} is blank ({share})", page.display());
     }
-    // Without data: a clear error, nothing written.
+    // A week without data still makes a report, which says so.
+    let quiet = dir.path().join("quiet.pdf");
+    let (ok, _, err) = run(
+        env!("CARGO_BIN_EXE_edgepm"),
+        &[
+            "report",
+            "--week",
+            "2025-W20",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--out",
+            quiet.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (_, text, _) = run("pdftotext", &[quiet.to_str().expect("utf-8"), "-"]);
+    assert!(
+        text.contains("No equipment was scored this week") && text.contains("No alert this week"),
+        "{text}"
+    );
+    assert!(text.contains("0 of 6 known") && text.contains("Not scored this week"), "{text}");
+    // Without any prediction and no week: a clear error.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).expect("dir");
     SqliteStore::open(&empty.join("edgepm.db"), Durability::Normal).expect("empty store");

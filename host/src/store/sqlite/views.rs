@@ -122,7 +122,7 @@ pub enum AckOutcome {
     NoSuchAlert,
 }
 
-/// Which alerts: every field narrows; newest first, at most `limit`.
+/// Which alerts: every field narrows; newest first (unless `oldest_first`), at most `limit`.
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     pub tenant: Option<String>,
@@ -135,6 +135,8 @@ pub struct AlertFilter {
     /// One index among a window's alerts (with `from_ms` = `to_ms`: one alert).
     pub idx: Option<i64>,
     pub limit: u32,
+    /// Oldest first (the weekly report) instead of newest first.
+    pub oldest_first: bool,
 }
 
 const DEVICES_SQL: &str = "
@@ -231,7 +233,7 @@ impl SqliteStore {
                AND (?5 IS NULL OR a.ts_ms <= ?5)
                AND (?7 IS NULL OR (k.acked_ms IS NOT NULL) = ?7)
                AND (?8 IS NULL OR a.idx = ?8)
-             ORDER BY a.ts_ms DESC, a.tenant, a.device, a.idx LIMIT ?6",
+             ORDER BY CASE WHEN ?9 THEN a.ts_ms END, a.ts_ms DESC, a.tenant, a.device, a.idx LIMIT ?6",
         )?;
         let rows = stmt.query_map(
             params![
@@ -242,7 +244,8 @@ impl SqliteStore {
                 filter.to_ms,
                 filter.limit,
                 filter.acknowledged,
-                filter.idx
+                filter.idx,
+                filter.oldest_first
             ],
             |r| {
                 let contributions: Option<String> = r.get(8)?;
@@ -270,6 +273,18 @@ impl SqliteStore {
             },
         )?;
         rows.collect()
+    }
+
+    /// How many alerts `[from_ms, to_ms)` holds, and how many of them are acknowledged.
+    pub fn alert_counts(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<(u64, u64)> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "SELECT count(*), count(k.acked_ms) FROM alerts a
+             LEFT JOIN alert_acks k ON k.tenant = a.tenant AND k.device = a.device AND k.ts_ms = a.ts_ms
+                                   AND k.idx = a.idx
+             WHERE a.ts_ms >= ?1 AND a.ts_ms < ?2",
+        )?
+        .query_row(params![from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// The alert `key`, if it exists.
@@ -384,84 +399,135 @@ impl SqliteStore {
         Ok((last, alerts))
     }
 
-    /// Every device with predictions in `[from_ms, to_ms)`, as [`DevicePeriod`]s.
-    pub fn device_periods(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<DevicePeriod>> {
+    /// The devices the store knows (every device whose readings were windowed).
+    fn device_keys(&self) -> rusqlite::Result<Vec<(String, String)>> {
         let conn = self.conn();
-        // SQLite's bare-column rule: with max(), the other columns come from the row of the max.
-        let mut stmt = conn.prepare_cached(
-            "WITH s AS (
-               SELECT tenant, device, count(*) AS n, sum(is_failure) AS failing, max(ts_ms) AS last
-               FROM predictions WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, device),
-             pk AS (
-               SELECT tenant, device, max(probability) AS peak, ts_ms, is_failure
-               FROM predictions WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, device)
-             SELECT s.tenant, s.device, a.attributes, s.n, s.failing, pk.peak, pk.ts_ms, pk.is_failure,
-                    p.ts_ms, p.probability, p.is_failure, p.contributions
-             FROM s JOIN pk ON pk.tenant = s.tenant AND pk.device = s.device
-             JOIN predictions p ON p.tenant = s.tenant AND p.device = s.device AND p.ts_ms = s.last
-             LEFT JOIN assets a ON a.tenant = s.tenant AND a.device = s.device
-             ORDER BY s.tenant, s.device",
-        )?;
-        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
-            let attributes: Option<String> = r.get(2)?;
-            let asset = attributes.as_deref().map(parse_attributes).unwrap_or_default();
-            let contributions: Option<String> = r.get(11)?;
-            Ok(DevicePeriod {
-                tenant: r.get(0)?,
-                device: r.get(1)?,
-                asset: asset.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
-                windows: r.get(3)?,
-                failure_windows: r.get(4)?,
-                peak: PredictionPoint {
-                    probability: r.get(5)?,
-                    ts_ms: r.get(6)?,
-                    is_failure: r.get(7)?,
-                    windows: 1,
-                },
-                latest: PredictionPoint {
-                    ts_ms: r.get(8)?,
-                    probability: r.get(9)?,
-                    is_failure: r.get(10)?,
-                    windows: 1,
-                },
-                contributions: contributions
-                    .and_then(|c| serde_json::from_str(&c).ok())
-                    .unwrap_or(serde_json::Value::Array(Vec::new())),
-            })
-        })?;
+        let mut stmt = conn.prepare_cached("SELECT tenant, device FROM devices ORDER BY tenant, device")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
+    }
+
+    /// Every device with predictions in `[from_ms, to_ms)`, as [`DevicePeriod`]s. Each device is
+    /// read through its own range of the `(tenant, device, ts_ms)` index: the cost is the
+    /// period's windows, not the whole history.
+    pub fn device_periods(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<DevicePeriod>> {
+        let mut out = Vec::new();
+        for (tenant, device) in self.device_keys()? {
+            let conn = self.conn();
+            let (windows, failure_windows, last): (u64, u64, Option<i64>) = conn
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(is_failure), 0), max(ts_ms) FROM predictions
+                     WHERE tenant = ?1 AND device = ?2 AND ts_ms >= ?3 AND ts_ms < ?4",
+                )?
+                .query_row(params![tenant, device, from_ms, to_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            let Some(last) = last else { continue };
+            let peak = conn
+                .prepare_cached(
+                    "SELECT ts_ms, probability, is_failure FROM predictions
+                     WHERE tenant = ?1 AND device = ?2 AND ts_ms >= ?3 AND ts_ms < ?4
+                     ORDER BY probability DESC, ts_ms LIMIT 1",
+                )?
+                .query_row(params![tenant, device, from_ms, to_ms], |r| {
+                    Ok(PredictionPoint {
+                        ts_ms: r.get(0)?,
+                        probability: r.get(1)?,
+                        is_failure: r.get(2)?,
+                        windows: 1,
+                    })
+                })?;
+            let (latest, contributions) = conn
+                .prepare_cached(
+                    "SELECT probability, is_failure, contributions FROM predictions
+                     WHERE tenant = ?1 AND device = ?2 AND ts_ms = ?3",
+                )?
+                .query_row(params![tenant, device, last], |r| {
+                    let contributions: String = r.get(2)?;
+                    Ok((
+                        PredictionPoint {
+                            ts_ms: last,
+                            probability: r.get(0)?,
+                            is_failure: r.get(1)?,
+                            windows: 1,
+                        },
+                        serde_json::from_str(&contributions).unwrap_or(serde_json::Value::Array(Vec::new())),
+                    ))
+                })?;
+            let attributes: Option<String> = conn
+                .prepare_cached("SELECT attributes FROM assets WHERE tenant = ?1 AND device = ?2")?
+                .query_row(params![tenant, device], |r| r.get(0))
+                .optional()?;
+            let asset = attributes.as_deref().map(parse_attributes).unwrap_or_default();
+            drop(conn);
+            out.push(DevicePeriod {
+                asset: asset.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+                tenant,
+                device,
+                windows,
+                failure_windows,
+                peak,
+                latest,
+                contributions,
+            });
+        }
+        Ok(out)
     }
 
     /// The plugin and model versions that scored windows in `[from_ms, to_ms)`, per tenant,
-    /// oldest first.
+    /// oldest first (read per device, like [`SqliteStore::device_periods`]).
     pub fn versions_served(&self, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<ServedVersions>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT tenant, model, versions, count(*), min(ts_ms), max(ts_ms) FROM predictions
-             WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY tenant, model, versions ORDER BY tenant, 5",
-        )?;
-        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
-            let versions: String = r.get(2)?;
-            Ok(ServedVersions {
-                tenant: r.get(0)?,
-                model: r.get(1)?,
-                plugins: serde_json::from_str(&versions).unwrap_or_else(|_| vec![versions]),
-                windows: r.get(3)?,
-                first_ms: r.get(4)?,
-                last_ms: r.get(5)?,
-            })
-        })?;
-        rows.collect()
+        let mut out: Vec<ServedVersions> = Vec::new();
+        for (tenant, device) in self.device_keys()? {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT model, versions, count(*), min(ts_ms), max(ts_ms) FROM predictions
+                 WHERE tenant = ?1 AND device = ?2 AND ts_ms >= ?3 AND ts_ms < ?4 GROUP BY model, versions",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant, device, from_ms, to_ms], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, String, u64, i64, i64)>>>()?;
+            for (model, versions, windows, first_ms, last_ms) in rows {
+                let plugins: Vec<String> = serde_json::from_str(&versions).unwrap_or_else(|_| vec![versions]);
+                match out.iter_mut().find(|v| v.tenant == tenant && v.model == model && v.plugins == plugins)
+                {
+                    Some(v) => {
+                        v.windows += windows;
+                        v.first_ms = v.first_ms.min(first_ms);
+                        v.last_ms = v.last_ms.max(last_ms);
+                    }
+                    None => out.push(ServedVersions {
+                        tenant: tenant.clone(),
+                        model,
+                        plugins,
+                        windows,
+                        first_ms,
+                        last_ms,
+                    }),
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.tenant, a.first_ms).cmp(&(&b.tenant, b.first_ms)));
+        Ok(out)
     }
 
-    /// The oldest and newest prediction's window end, if any.
+    /// The oldest and newest prediction's window end, if any (per device through the index).
     pub fn prediction_span(&self) -> rusqlite::Result<Option<(i64, i64)>> {
-        let conn = self.conn();
-        let span: (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT min(ts_ms), max(ts_ms) FROM predictions", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok(span.0.zip(span.1))
+        let mut span: Option<(i64, i64)> = None;
+        for (tenant, device) in self.device_keys()? {
+            let conn = self.conn();
+            let (first, last): (Option<i64>, Option<i64>) = conn
+                .prepare_cached(
+                    "SELECT min(ts_ms), max(ts_ms) FROM predictions WHERE tenant = ?1 AND device = ?2",
+                )?
+                .query_row(params![tenant, device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if let (Some(f), Some(l)) = (first, last) {
+                span = Some(span.map_or((f, l), |(a, b)| (a.min(f), b.max(l))));
+            }
+        }
+        Ok(span)
     }
 
     /// Whether the store knows the device.
