@@ -44,6 +44,7 @@ pub mod model;
 pub mod outbox;
 pub mod pipeline;
 pub mod plugins;
+pub mod recordings;
 pub mod replay;
 pub mod report;
 pub mod service;

@@ -50,6 +50,10 @@ enum Command {
     Healthcheck(commands::healthcheck::HealthcheckArgs),
     /// Write the weekly equipment-health report (PDF) of an ISO week from the local store.
     Report(commands::report::ReportArgs),
+    /// The frequency-aware burst features (band energies in Hz, velocity RMS, envelope spectrum
+    /// at the bearing's defect frequencies) of recorded snapshots (.npz), as CSV, and when each
+    /// feature first rose above k × its early-life level.
+    Spectrum(commands::spectrum::SpectrumArgs),
     /// Publish telemetry of simulated motors (bearing wear on the first --failing ones).
     Simulate(simulate::SimulateArgs),
     /// Feed the rows of a CSV file as readings through a tenant's real pipeline (plugins, model,
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Query(c) => commands::query::run(c),
         Command::Report(args) => commands::report::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Spectrum(args) => commands::spectrum::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Dataset(args) => dataset::run(args),
         Command::Replay(args) => replay::run(args),

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod simulate;
+pub mod spectrum;
 pub mod tenant;
 pub mod validate;
 

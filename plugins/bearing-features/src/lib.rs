@@ -15,11 +15,17 @@
 //! segment add up to its variance; bands split bins `1..=L/2` into four contiguous equal ranges.
 //! The reported band energy is the mean over segments.
 //!
+//! [`spectrum`] is the frequency-aware analysis of one burst (bands in Hz, velocity RMS, the
+//! envelope spectrum at the bearing's defect frequencies) that the next version of these features
+//! builds on (issue 17); `edgepm spectrum` uses it on recordings. [`compute`] does not use it yet:
+//! the plugin's contract does not carry a sample rate or unit.
+//!
 //! A window without vibration samples is an error; missing temperature or current give NaN
 //! features (tree models route missing values; others should reject them).
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+pub mod spectrum;
 
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
