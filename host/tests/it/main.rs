@@ -20,5 +20,6 @@ mod outbox;
 mod reference_plugins;
 mod replay;
 mod report;
+mod spectrum;
 mod support;
 mod telemetry;

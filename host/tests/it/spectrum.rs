@@ -1,0 +1,119 @@
+//! `edgepm spectrum` on a recording written the way numpy writes one (`np.savez`): a run whose
+//! last quarter carries an outer-race defect, read back as a table and a CSV.
+
+use npyz::WriterBuilder as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], values: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w =
+        npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut out).begin_nd().expect("npy");
+    w.extend(values.iter().copied()).expect("npy");
+    w.finish().expect("npy");
+    out
+}
+
+/// 40 snapshots of 4,096 samples in g at 25.6 kHz, 1,800 rpm, `rpm` stored or not; impacts at
+/// the FEMTO bearing's BPFO ringing 4 kHz from snapshot 30 on.
+fn recording(path: &Path, with_rpm: bool) {
+    let bpfo = bearing_features::spectrum::FEMTO_BEARING.frequencies(30.0).expect("geometry").bpfo;
+    let (rows, cols, fs) = (40usize, 4096usize, 25_600.0);
+    let mut state = 7u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut x = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let mut since = 0.0f64;
+        for i in 0..cols {
+            let t = i as f64 / fs;
+            let mut v =
+                0.05 * (2.0 * std::f64::consts::PI * 30.0 * t).sin() + (0..4).map(|_| uniform()).sum::<f64>();
+            if r >= 30 {
+                v += 2.0 * (-since / 4e-4).exp() * (2.0 * std::f64::consts::PI * 4_000.0 * since).sin();
+            }
+            since += 1.0 / fs;
+            if since >= 1.0 / bpfo {
+                since -= 1.0 / bpfo;
+            }
+            x.push(v as f32);
+        }
+    }
+    let t: Vec<f64> = (0..rows).map(|r| 10.0 * r as f64).collect();
+    let mut arrays = vec![
+        ("t_s", npy(&[rows as u64], &t)),
+        ("x_g", npy(&[rows as u64, cols as u64], &x)),
+        ("fs_hz", npy(&[], &[25_600i64])),
+    ];
+    if with_rpm {
+        arrays.push(("rpm", npy(&[], &[1_800i64])));
+    }
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("file"));
+    for (name, bytes) in arrays {
+        zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default()).expect("entry");
+        zip.write_all(&bytes).expect("write");
+    }
+    zip.finish().expect("zip");
+}
+
+fn spectrum(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .arg("spectrum")
+        .args(args)
+        .output()
+        .expect("edgepm spectrum");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_spectrum_of_a_recording_shows_when_its_outer_race_defect_began() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("run.npz");
+    recording(&file, true);
+    let csv = dir.path().join("features.csv");
+    let (ok, out, err) =
+        spectrum(&["--recording", file.to_str().expect("utf-8"), "--out", csv.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("run: 40 snapshots, 0.11 h, 25600 Hz, 1800 rpm, axes x"), "{out}");
+    // The defect began 90 s before the end (snapshot 30 of 40, 10 s apart) = 1.5 min.
+    let row = |feature: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(feature))
+            .unwrap_or_else(|| panic!("{feature} in {out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(row("bpfo_prominence")[2], "1.5", "{out}");
+    assert_eq!(row("bpfo_prominence").len(), 4, "not early: {out}");
+    assert_eq!(row("bpfi_prominence")[2], "never", "{out}");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 41, "a header and a row per snapshot");
+    assert!(lines[0].starts_with("recording,axis,t_s,life,minutes_to_end,rms,"), "{}", lines[0]);
+    let column = lines[0].split(',').position(|c| c == "bpfo_prominence").expect("column");
+    let prominence = |l: &str| l.split(',').nth(column).and_then(|v| v.parse::<f64>().ok()).expect("value");
+    assert!(prominence(lines[1]) < 3.5 && prominence(lines[40]) > 6.0, "{}\n{}", lines[1], lines[40]);
+    // Without a shaft speed, and with nothing to read: refused with the reason.
+    recording(&file, false);
+    let (ok, _, err) = spectrum(&["--recording", file.to_str().expect("utf-8")]);
+    assert!(!ok && err.contains("give --rpm"), "{err}");
+    let (ok, out, err) = spectrum(&["--recording", file.to_str().expect("utf-8"), "--rpm", "1800"]);
+    assert!(ok && out.contains("bpfo_prominence"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let (ok, _, err) = spectrum(&["--recording", empty.to_str().expect("utf-8")]);
+    assert!(!ok && err.contains("no .npz file"), "{err}");
+    let (ok, _, err) = spectrum(&["--recording", file.to_str().expect("utf-8"), "--bearing", "13,30,25.6,0"]);
+    assert!(!ok && err.contains("pitch"), "{err}");
+}
