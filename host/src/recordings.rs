@@ -132,6 +132,63 @@ pub fn load_npz(path: &Path) -> anyhow::Result<Recording> {
     })
 }
 
+/// Writes `rec` as a `.npz` that [`load_npz`] (and numpy) reads: `t_s`, `fs_hz`, `rpm` if known,
+/// and each axis as `<axis>_<unit>` (float32). Written next to its place, then renamed.
+pub fn save_npz(rec: &Recording, path: &Path) -> anyhow::Result<()> {
+    let mut arrays = vec![
+        ("t_s".to_string(), npy(&[rec.t_s.len() as u64], &rec.t_s)?),
+        ("fs_hz".to_string(), npy(&[], &[rec.fs_hz])?),
+    ];
+    if let Some(rpm) = rec.rpm {
+        arrays.push(("rpm".to_string(), npy(&[], &[rpm])?));
+    }
+    for axis in &rec.axes {
+        let cols = axis.snapshots.first().map_or(0, Vec::len);
+        anyhow::ensure!(
+            axis.snapshots.iter().all(|s| s.len() == cols),
+            "axis {}: snapshots of different lengths",
+            axis.name
+        );
+        let unit = match axis.unit {
+            Unit::G => "g",
+            Unit::MetersPerSecond2 => "ms2",
+            Unit::MillimetersPerSecond => "mm_s",
+        };
+        let values: Vec<f32> = axis.snapshots.concat();
+        arrays.push((
+            format!("{}_{unit}", axis.name),
+            npy(&[axis.snapshots.len() as u64, cols as u64], &values)?,
+        ));
+    }
+    let partial = path.with_extension("npz.partial");
+    write_zip(&partial, &arrays)?;
+    std::fs::rename(&partial, path).with_context(|| path.display().to_string())?;
+    Ok(())
+}
+
+/// One `.npy` array of `values` with `shape`.
+fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], values: &[T]) -> std::io::Result<Vec<u8>> {
+    use npyz::WriterBuilder as _;
+    let mut out = Vec::new();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut out).begin_nd()?;
+    w.extend(values.iter().copied())?;
+    w.finish()?;
+    Ok(out)
+}
+
+/// A zip of `<name>.npy` entries (stored, as `np.savez` writes them).
+fn write_zip<S: AsRef<str>>(path: &Path, arrays: &[(S, Vec<u8>)]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).with_context(|| path.display().to_string())?;
+    let mut zip = zip::ZipWriter::new(file);
+    for (name, bytes) in arrays {
+        zip.start_file(format!("{}.npy", name.as_ref()), zip::write::SimpleFileOptions::default())?;
+        zip.write_all(bytes)?;
+    }
+    zip.finish()?;
+    Ok(())
+}
+
 /// The burst features of one snapshot of one axis (`bearing_features::spectrum`).
 #[derive(Debug, Clone)]
 pub struct SnapshotFeatures {
@@ -266,26 +323,13 @@ pub fn onsets(rows: &[SnapshotFeatures], k: f64) -> Vec<Onset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use npyz::WriterBuilder as _;
-    use std::io::Write as _;
 
-    /// A `.npy` of `values` with `shape`.
     fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], values: &[T]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut w =
-            npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut out).begin_nd().expect("npy");
-        w.extend(values.iter().copied()).expect("npy");
-        w.finish().expect("npy");
-        out
+        super::npy(shape, values).expect("npy")
     }
 
     fn npz(path: &Path, arrays: &[(&str, Vec<u8>)]) {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("file"));
-        for (name, bytes) in arrays {
-            zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default()).expect("entry");
-            zip.write_all(bytes).expect("write");
-        }
-        zip.finish().expect("zip");
+        write_zip(path, arrays).expect("zip");
     }
 
     /// A run to failure in milli-g like FEMTO's: 40 snapshots of 2,560 samples at 25.6 kHz,

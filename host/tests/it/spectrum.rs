@@ -1,19 +1,9 @@
-//! `edgepm spectrum` on a recording written the way numpy writes one (`np.savez`): a run whose
-//! last quarter carries an outer-race defect, read back as a table and a CSV.
+//! `edgepm spectrum` on a recording (written by `recordings::save_npz` as numpy's `np.savez`
+//! does): a run whose last quarter carries an outer-race defect, read back as a table and a CSV.
 
-use npyz::WriterBuilder as _;
-use std::io::Write as _;
+use edgepm::recordings::{Axis, Recording};
 use std::path::Path;
 use std::process::Command;
-
-fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], values: &[T]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut w =
-        npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut out).begin_nd().expect("npy");
-    w.extend(values.iter().copied()).expect("npy");
-    w.finish().expect("npy");
-    out
-}
 
 /// 40 snapshots of 4,096 samples in g at 25.6 kHz, 1,800 rpm, `rpm` stored or not; impacts at
 /// the FEMTO bearing's BPFO ringing 4 kHz from snapshot 30 on.
@@ -44,21 +34,20 @@ fn recording(path: &Path, with_rpm: bool) {
             x.push(v as f32);
         }
     }
-    let t: Vec<f64> = (0..rows).map(|r| 10.0 * r as f64).collect();
-    let mut arrays = vec![
-        ("t_s", npy(&[rows as u64], &t)),
-        ("x_g", npy(&[rows as u64, cols as u64], &x)),
-        ("fs_hz", npy(&[], &[25_600i64])),
-    ];
-    if with_rpm {
-        arrays.push(("rpm", npy(&[], &[1_800i64])));
-    }
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("file"));
-    for (name, bytes) in arrays {
-        zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default()).expect("entry");
-        zip.write_all(&bytes).expect("write");
-    }
-    zip.finish().expect("zip");
+    let rec = Recording {
+        name: "run".into(),
+        fs_hz: fs,
+        rpm: with_rpm.then_some(1_800.0),
+        t_s: (0..rows).map(|r| 10.0 * r as f64).collect(),
+        axes: vec![Axis {
+            name: "x".into(),
+            unit: bearing_features::spectrum::Unit::G,
+            snapshots: x.chunks(cols).map(<[f32]>::to_vec).collect(),
+        }],
+    };
+    edgepm::recordings::save_npz(&rec, path).expect("saved");
+    // What it wrote reads back as it was.
+    assert_eq!(edgepm::recordings::load_npz(path).expect("loads"), rec);
 }
 
 fn spectrum(args: &[&str]) -> (bool, String, String) {
