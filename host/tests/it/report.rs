@@ -149,18 +149,11 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
     drop(store);
 
     let pdf = dir.path().join("reports").join("2025-W14.pdf");
-    let (ok, _, err) = run(
-        env!("CARGO_BIN_EXE_edgepm"),
-        &[
-            "report",
-            "--week",
-            "2025-W14",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--out",
-            pdf.to_str().expect("utf-8"),
-        ],
-    );
+    let report = |week: &str, out: &Path| {
+        let args = ["report", "--week", week, "--data-dir", data.to_str().expect("utf-8"), "--out"];
+        run(env!("CARGO_BIN_EXE_edgepm"), &[&args[..], &[out.to_str().expect("utf-8")]].concat())
+    };
+    let (ok, _, err) = report("2025-W14", &pdf);
     assert!(ok, "{err}");
     assert!(err.contains("2025-W14"), "{err}");
     let pdf = pdf.to_str().expect("utf-8");
@@ -251,18 +244,7 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
     }
     // A week without data still makes a report, which says so.
     let quiet = dir.path().join("quiet.pdf");
-    let (ok, _, err) = run(
-        env!("CARGO_BIN_EXE_edgepm"),
-        &[
-            "report",
-            "--week",
-            "2025-W20",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--out",
-            quiet.to_str().expect("utf-8"),
-        ],
-    );
+    let (ok, _, err) = report("2025-W20", &quiet);
     assert!(ok, "{err}");
     let (_, text, _) = run("pdftotext", &[quiet.to_str().expect("utf-8"), "-"]);
     assert!(
