@@ -89,6 +89,35 @@ pub struct Geometry {
 pub const FEMTO_BEARING: Geometry =
     Geometry { balls: 13.0, ball_diameter_mm: 3.5, pitch_diameter_mm: 25.6, contact_angle_deg: 0.0 };
 
+/// The bearing and its shaft speed (Hz) from a device's asset record: `balls`,
+/// `ball_diameter_mm`, `pitch_diameter_mm`, `contact_angle_deg` (default 0) and `rpm`. `None` when
+/// the record names none of them; an error that says what is missing or wrong otherwise.
+pub fn from_asset(asset: &[(String, String)]) -> Option<Result<(Geometry, f64), String>> {
+    const KEYS: [&str; 5] = ["balls", "ball_diameter_mm", "pitch_diameter_mm", "contact_angle_deg", "rpm"];
+    let get = |key: &str| asset.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim());
+    if KEYS.iter().all(|k| get(k).is_none()) {
+        return None;
+    }
+    let number = |key: &str, default: Option<f64>| -> Result<f64, String> {
+        match get(key) {
+            Some(v) => v.parse::<f64>().map_err(|_| format!("asset attribute {key} = {v:?} is not a number")),
+            None => default.ok_or_else(|| format!("asset attribute {key} is missing")),
+        }
+    };
+    let parse = || -> Result<(Geometry, f64), String> {
+        let geometry = Geometry {
+            balls: number("balls", None)?,
+            ball_diameter_mm: number("ball_diameter_mm", None)?,
+            pitch_diameter_mm: number("pitch_diameter_mm", None)?,
+            contact_angle_deg: number("contact_angle_deg", Some(0.0))?,
+        };
+        let shaft_hz = number("rpm", None)? / 60.0;
+        geometry.frequencies(shaft_hz)?;
+        Ok((geometry, shaft_hz))
+    };
+    Some(parse())
+}
+
 /// A bearing's defect frequencies at one shaft speed, Hz.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DefectFrequencies {
@@ -411,6 +440,28 @@ mod tests {
         assert!(bad.frequencies(30.0).unwrap_err().contains("pitch"));
         assert!(FEMTO_BEARING.frequencies(0.0).is_err());
         assert!(Geometry { contact_angle_deg: 90.0, ..FEMTO_BEARING }.frequencies(30.0).is_err());
+    }
+
+    #[test]
+    fn the_asset_record_names_the_bearing_and_its_speed() {
+        let record = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(from_asset(&record(&[("site", "Plant A")])), None);
+        let femto = record(&[
+            ("balls", "13"),
+            ("ball_diameter_mm", "3.5"),
+            ("pitch_diameter_mm", "25.6"),
+            ("rpm", "1800"),
+        ]);
+        assert_eq!(from_asset(&femto), Some(Ok((FEMTO_BEARING, 30.0))));
+        let e = from_asset(&record(&[("balls", "13"), ("rpm", "1800")])).expect("named").unwrap_err();
+        assert!(e.contains("ball_diameter_mm is missing"), "{e}");
+        let e = from_asset(&record(&[("balls", "thirteen")])).expect("named").unwrap_err();
+        assert!(e.contains("not a number"), "{e}");
+        let mut slow = femto.clone();
+        slow[3].1 = "0".into();
+        assert!(from_asset(&slow).expect("named").unwrap_err().contains("shaft speed"));
     }
 
     #[test]
