@@ -178,6 +178,130 @@ pub fn replay(
     Ok(summary)
 }
 
+/// Totals of a recording's replay: when its windows were first called a failure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordingSummary {
+    pub snapshots: u64,
+    pub windows: u64,
+    pub failures: u64,
+    pub errors: u64,
+    /// Seconds before the recording's end of the first window called a failure.
+    pub first_failure_lead_s: Option<f64>,
+    /// Windows called a failure in the first half of the recording (false alarms on a run to
+    /// failure).
+    pub first_half_failures: u64,
+}
+
+/// Replays a recording of bursts ([`crate::recordings`]) through `host`'s `tenant`: snapshot `i`
+/// becomes a reading at `t_s[i]` whose `vibration` channel is the burst of `axis` (default: the
+/// first) — other axes as `vibration_<axis>` — with the recording's `fs_hz`, `rpm` and unit as
+/// asset attributes. Writes
+/// `snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature`.
+pub fn replay_recording(
+    host: &PluginHost,
+    tenant: &str,
+    rec: &crate::recordings::Recording,
+    axis: Option<&str>,
+    output: impl Write,
+) -> anyhow::Result<RecordingSummary> {
+    let pipeline =
+        host.tenant(tenant).with_context(|| format!("no tenant {tenant:?} in the plugins folder"))?;
+    let size = pipeline.window_size.max(1) as usize;
+    let hop = pipeline.config.hop.unwrap_or(crate::windows::DEFAULT_HOP).max(1) as usize;
+    drop(pipeline);
+    let main = match axis {
+        Some(a) => rec.axes.iter().position(|x| x.name == a).with_context(|| {
+            let names: Vec<&str> = rec.axes.iter().map(|x| x.name.as_str()).collect();
+            format!("{}: no axis {a:?} (it has {})", rec.name, names.join(", "))
+        })?,
+        None => 0,
+    };
+    let unit = match rec.axes[main].unit {
+        bearing_features::spectrum::Unit::G => "g",
+        bearing_features::spectrum::Unit::MetersPerSecond2 => "m/s2",
+        bearing_features::spectrum::Unit::MillimetersPerSecond => "mm/s",
+    };
+    let mut asset =
+        vec![("fs_hz".to_string(), rec.fs_hz.to_string()), ("vibration_unit".to_string(), unit.into())];
+    if let Some(rpm) = rec.rpm {
+        asset.push(("rpm".to_string(), rpm.to_string()));
+    }
+    const BASE_MS: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
+    let (first, last) = (rec.t_s[0], *rec.t_s.last().expect("a recording has snapshots"));
+    let mut out = csv::Writer::from_writer(output);
+    out.write_record([
+        "snapshot",
+        "device",
+        "timestamp",
+        "minutes_to_end",
+        "life",
+        "probability",
+        "is_failure",
+        "model",
+        "alerts",
+        "top_feature",
+    ])?;
+    let mut windows = DeviceWindows::new(size, hop);
+    let mut summary = RecordingSummary::default();
+    let mut ready = Vec::new();
+    let mut snapshot_at: std::collections::BTreeMap<i64, usize> = Default::default();
+    for (i, &t) in rec.t_s.iter().enumerate() {
+        summary.snapshots += 1;
+        let ts_ms = BASE_MS + ((t - first) * 1000.0).round() as i64;
+        snapshot_at.insert(ts_ms, i);
+        let mut channels =
+            vec![("vibration".to_string(), Samples::Burst(rec.axes[main].snapshots[i].clone()))];
+        for (_, a) in rec.axes.iter().enumerate().filter(|(k, _)| *k != main) {
+            channels.push((format!("vibration_{}", a.name), Samples::Burst(a.snapshots[i].clone())));
+        }
+        let reading =
+            Reading { tenant: tenant.to_string(), device: rec.name.clone(), ts_ms, seq: None, channels };
+        let Pushed::Window(mut window) = windows.push(reading) else { continue };
+        window.asset = asset.clone();
+        summary.windows += 1;
+        ready.push(window);
+    }
+    let span = last - first;
+    let mut scored = Vec::with_capacity(ready.len());
+    while !ready.is_empty() {
+        let batch: Vec<Window> = ready.drain(..ready.len().min(REPLAY_BATCH)).collect();
+        scored.extend(process_windows(host, batch, None));
+    }
+    for (window, outcome) in scored {
+        let i = snapshot_at.get(&window.end_ms).copied().unwrap_or_default();
+        let t = rec.t_s[i];
+        let life = if span > 0.0 { (t - first) / span } else { 1.0 };
+        match outcome {
+            Ok(o) => {
+                if o.decision.is_failure {
+                    summary.failures += 1;
+                    summary.first_failure_lead_s.get_or_insert(last - t);
+                    summary.first_half_failures += u64::from(life < 0.5);
+                }
+                let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
+                out.write_record([
+                    i.to_string(),
+                    window.device.clone(),
+                    crate::clock::rfc3339(window.end_ms),
+                    format!("{:.2}", (last - t) / 60.0),
+                    format!("{life:.4}"),
+                    format!("{:.6}", o.score.probability),
+                    (o.decision.is_failure as u8).to_string(),
+                    o.score.model.clone(),
+                    o.decision.alerts.len().to_string(),
+                    top.first().map(|c| format!("{}:{:+.4}", c.feature, c.value)).unwrap_or_default(),
+                ])?;
+            }
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(snapshot = i, error = %e, "Window not scored");
+            }
+        }
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
 /// Windows scored together (one model call for the batch), as the live host does with the
 /// windows a batch of messages completes.
 const REPLAY_BATCH: usize = 256;

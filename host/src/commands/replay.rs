@@ -13,9 +13,18 @@ pub struct ReplayArgs {
     #[arg(long)]
     tenant: String,
     /// Input CSV (one reading per row, with a header).
+    #[arg(long, required_unless_present = "recording", conflicts_with = "recording")]
+    csv: Option<PathBuf>,
+    /// Or a recording of bursts (.npz: t_s, fs_hz, rpm, one snapshots × samples array per axis,
+    /// e.g. FEMTO's horiz_mg): one reading per snapshot, the burst as channel `vibration`.
     #[arg(long)]
-    csv: PathBuf,
-    /// Output CSV: row_id, device, timestamp, probability, is_failure, model, alerts, top_feature.
+    recording: Option<PathBuf>,
+    /// The recording's axis read as `vibration` (default: the first by name); the others come
+    /// as `vibration_<axis>`.
+    #[arg(long, requires = "recording")]
+    axis: Option<String>,
+    /// Output CSV: row_id, device, timestamp, probability, is_failure, model, alerts, top_feature
+    /// (for a recording: snapshot, device, timestamp, minutes_to_end, life, probability, ...).
     #[arg(long)]
     out: PathBuf,
     /// Column naming the device.
@@ -34,12 +43,44 @@ pub struct ReplayArgs {
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let host = args.folders.open_host()?;
+    if let Some(path) = &args.recording {
+        let rec = edgepm::recordings::load_npz(path)?;
+        let output =
+            std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let s = edgepm::replay::replay_recording(
+            &host,
+            &args.tenant,
+            &rec,
+            args.axis.as_deref(),
+            std::io::BufWriter::new(output),
+        )?;
+        let span_min = (rec.t_s.last().copied().unwrap_or(0.0) - rec.t_s[0]) / 60.0;
+        let first = match s.first_failure_lead_s {
+            Some(lead) => format!(
+                "first failure {:.1} min ({:.1} % of the recording) before its end",
+                lead / 60.0,
+                100.0 * lead / 60.0 / span_min.max(1e-9)
+            ),
+            None => "never called a failure".to_string(),
+        };
+        println!(
+            "{}: {} snapshots, {} windows scored, {} called failures ({} in the first half); {first}; {} windows failed",
+            args.out.display(),
+            s.snapshots,
+            s.windows - s.errors,
+            s.failures,
+            s.first_half_failures,
+            s.errors
+        );
+        return Ok(if s.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let csv = args.csv.as_ref().expect("clap requires --csv or --recording");
     let mut opts = edgepm::replay::ReplayOptions::new(&args.tenant);
     opts.device_column = args.device_column;
     opts.id_column = args.id_column;
     opts.time_column = args.time_column;
     opts.label_columns = args.label_columns;
-    let input = std::fs::File::open(&args.csv).with_context(|| format!("opening {}", args.csv.display()))?;
+    let input = std::fs::File::open(csv).with_context(|| format!("opening {}", csv.display()))?;
     let output =
         std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let s = edgepm::replay::replay(

@@ -106,3 +106,53 @@ fn the_spectrum_of_a_recording_shows_when_its_outer_race_defect_began() {
     let (ok, _, err) = spectrum(&["--recording", file.to_str().expect("utf-8"), "--bearing", "13,30,25.6,0"]);
     assert!(!ok && err.contains("pitch"), "{err}");
 }
+
+#[test]
+fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("run.npz");
+    recording(&file, true);
+    let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
+    let edgepm = || Command::new(env!("CARGO_BIN_EXE_edgepm"));
+    let o = edgepm()
+        .args(["tenant", "deploy", "bearing", "--plugins-dir"])
+        .arg(&plugins)
+        .arg("--models-dir")
+        .arg(&models)
+        .output()
+        .expect("edgepm tenant deploy");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("predictions.csv");
+    let replay = |extra: &[&str]| {
+        edgepm()
+            .args(["replay", "--tenant", "bearing", "--plugins-dir"])
+            .arg(&plugins)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("--recording")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("edgepm replay")
+    };
+    let o = replay(&[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    // 40 snapshots, windows of 32 readings every 8: two windows, ending at snapshots 31 and 39.
+    assert!(stdout.contains("40 snapshots, 2 windows scored"), "{stdout}");
+    let text = std::fs::read_to_string(&out).expect("predictions");
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0][..6], ["snapshot", "device", "timestamp", "minutes_to_end", "life", "probability"]);
+    assert_eq!(rows.len(), 3, "{text}");
+    assert_eq!((rows[1][0], rows[2][0]), ("31", "39"));
+    assert_eq!((rows[2][1], rows[2][3], rows[2][4]), ("run", "0.00", "1.0000"));
+    assert_eq!(rows[1][3], "1.33", "8 snapshots of 10 s before the end");
+    assert!(rows[1..].iter().all(|r| r[5].parse::<f64>().is_ok_and(|p| (0.0..=1.0).contains(&p))), "{text}");
+    assert!(rows[1..].iter().all(|r| r[7].starts_with("bearing-xgb@")), "{text}");
+    let o = replay(&["--axis", "z"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no axis \"z\" (it has x)"), "{err}");
+}
