@@ -33,11 +33,12 @@ const BODY_SHOWN: usize = 100;
 /// The band the report calls high risk (the default alert threshold).
 pub const HIGH_RISK: f64 = 0.8;
 
-/// An ISO 8601 week, `2025-W14`.
+/// An ISO 8601 week, `2025-W14` (made by parsing or [`IsoWeek::containing`]: always one that
+/// exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IsoWeek {
-    pub year: i32,
-    pub week: u8,
+    year: i32,
+    week: u8,
 }
 
 impl IsoWeek {
