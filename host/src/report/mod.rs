@@ -706,6 +706,44 @@ mod tests {
     }
 
     #[test]
+    fn a_week_of_more_alerts_than_listed_lists_the_oldest_and_counts_them_all() {
+        use crate::store::{Durability, OutcomeRow};
+        use crate::types::{Alert, Severity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("edgepm.db"), Durability::Normal).expect("store");
+        let week: IsoWeek = "2025-W14".parse().expect("week");
+        let versions = ["p".to_string(), "s".to_string(), "q".to_string()];
+        let alert =
+            [Alert { severity: Severity::Warning, subject: "hot".into(), body: "line 1\nline 2".into() }];
+        let n = ALERTS_LISTED + 10;
+        for i in 0..n as i64 {
+            let end_ms = week.start_ms() + 60_000 * (i + 1);
+            let row = OutcomeRow {
+                tenant: "acme",
+                device: "MTR-1",
+                start_ms: end_ms - 1000,
+                end_ms,
+                probability: 0.9,
+                is_failure: true,
+                model: "m@1",
+                versions: &versions,
+                contributions_json: r#"[{"feature":"vibration_rms","value":1.5}]"#,
+                alerts: &alert,
+            };
+            store.insert_outcome(&row, end_ms).expect("stored");
+            store.record_window("acme", "MTR-1", end_ms, end_ms).expect("device");
+        }
+        let r = WeekReport::gather(&store, week, week.end_ms()).expect("gathered");
+        assert_eq!((r.alert_total, r.alerts.len()), (n, ALERTS_LISTED));
+        assert_eq!(r.alerts[0].ts_ms, week.start_ms() + 60_000, "the oldest first");
+        assert!(r.alerts.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms));
+        assert_eq!(r.devices.len(), 1);
+        assert_eq!(r.versions[0].windows, n as u64);
+        let pdf = r.render().expect("rendered");
+        assert!(pdf.starts_with(b"%PDF-"));
+    }
+
+    #[test]
     fn times_and_explanations_read_as_in_the_report() {
         assert_eq!(short_time(1_743_849_000_000), "Sat 5 Apr 10:30");
         assert_eq!(short_day(1_743_379_200_000), "Mon 31 Mar");
