@@ -215,6 +215,8 @@ pub struct HostProcess {
     pub data: PathBuf,
     /// Hand the configuration over in `EDGEPM_CONFIG` (its text), not `--config <file>`.
     pub config_in_env: bool,
+    /// Length of the log when the current process was launched: what it wrote comes after.
+    launched_at: usize,
 }
 
 impl HostProcess {
@@ -276,6 +278,7 @@ impl HostProcess {
             log: root.join("host.log"),
             data: data.to_path_buf(),
             config_in_env: true,
+            launched_at: 0,
         };
         h.launch();
         h.wait_subscribed(0);
@@ -300,6 +303,7 @@ impl HostProcess {
             log: root.join("host.log"),
             data: data.to_path_buf(),
             config_in_env: false,
+            launched_at: 0,
         }
     }
 
@@ -312,6 +316,7 @@ impl HostProcess {
 
     /// Spawns `edgepm run` with the configuration, the extra environment and the log.
     fn launch(&mut self) {
+        self.launched_at = self.log_text().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgepm"));
         cmd.arg("run");
@@ -359,14 +364,21 @@ impl HostProcess {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// Where the host serves /healthz, /readyz and /metrics (from its log).
+    /// Where the current process serves /healthz, /readyz and /metrics (the newest address it
+    /// logged: a SIGHUP reload binds again).
+    /// The host starts HTTP after its ingest session, so the line may come a little after the
+    /// subscription.
     pub fn http_addr(&self) -> std::net::SocketAddr {
-        let log = self.log_text();
-        let line = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("HTTP endpoints listening"))
-            .expect("HTTP address in the log");
+        let listening = |log: &str| {
+            let own = log.get(self.launched_at..).unwrap_or_default();
+            own.lines().rev().find(|l| l.contains("HTTP endpoints listening")).map(str::to_string)
+        };
+        let mut line = None;
+        wait_until(Duration::from_secs(30), || {
+            line = listening(&self.log_text());
+            line.is_some()
+        });
+        let line = line.unwrap_or_else(|| panic!("no HTTP address in the log:\n{}", self.log_text()));
         let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).expect("addr=");
         addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
     }
