@@ -278,18 +278,18 @@ pub fn replay_recording(
                     summary.first_failure_lead_s.get_or_insert(last - t);
                     summary.first_half_failures += u64::from(life < 0.5);
                 }
-                let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
+                let [p, f, m, n, top] = outcome_columns(&o);
                 out.write_record([
                     i.to_string(),
                     window.device.clone(),
                     crate::clock::rfc3339(window.end_ms),
                     format!("{:.2}", (last - t) / 60.0),
                     format!("{life:.4}"),
-                    format!("{:.6}", o.score.probability),
-                    (o.decision.is_failure as u8).to_string(),
-                    o.score.model.clone(),
-                    o.decision.alerts.len().to_string(),
-                    top.first().map(|c| format!("{}:{:+.4}", c.feature, c.value)).unwrap_or_default(),
+                    p,
+                    f,
+                    m,
+                    n,
+                    top,
                 ])?;
             }
             Err(e) => {
@@ -300,6 +300,18 @@ pub fn replay_recording(
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// probability, is_failure, model, alerts, top_feature: the columns both replays write.
+fn outcome_columns(o: &crate::pipeline::WindowOutcome) -> [String; 5] {
+    let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
+    [
+        format!("{:.6}", o.score.probability),
+        (o.decision.is_failure as u8).to_string(),
+        o.score.model.clone(),
+        o.decision.alerts.len().to_string(),
+        top.first().map(|c| format!("{}:{:+.4}", c.feature, c.value)).unwrap_or_default(),
+    ]
 }
 
 /// Windows scored together (one model call for the batch), as the live host does with the
@@ -318,16 +330,16 @@ fn score(
         match outcome {
             Ok(o) => {
                 summary.failures += o.decision.is_failure as u64;
-                let top = crate::outbox::messages::top_contributions(&o.score.contributions, 1);
+                let [p, f, m, n, top] = outcome_columns(&o);
                 out.write_record([
                     row,
                     window.device,
                     crate::clock::rfc3339(window.end_ms),
-                    format!("{:.6}", o.score.probability),
-                    (o.decision.is_failure as u8).to_string(),
-                    o.score.model.clone(),
-                    o.decision.alerts.len().to_string(),
-                    top.first().map(|c| format!("{}:{:+.4}", c.feature, c.value)).unwrap_or_default(),
+                    p,
+                    f,
+                    m,
+                    n,
+                    top,
                 ])?;
             }
             Err(e) => {
