@@ -12,6 +12,7 @@ use std::process::Command;
 /// (package, file stem) of every plugin built here.
 const PLUGINS: &[(&str, &str)] = &[
     ("bearing-features", "bearing_features"),
+    ("bearing-spectrum", "bearing_spectrum"),
     ("ai4i-features", "ai4i_features"),
     ("model-score", "model_score"),
     ("threshold-policy", "threshold_policy"),

@@ -20,6 +20,17 @@ pub struct Reading {
     pub seq: Option<i64>,
     /// Channels, sorted by name.
     pub channels: Vec<(String, Samples)>,
+    /// What the reading said about its channels besides their samples (the object form
+    /// `{"fs_hz": ..., "unit": ..., "samples": ...}`), sorted by channel; usually empty.
+    pub described: Vec<Described>,
+}
+
+/// A channel's sample rate and unit as a reading stated them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Described {
+    pub channel: String,
+    pub fs_hz: Option<f64>,
+    pub unit: Option<String>,
 }
 
 /// One named signal of a window. See `wit/plugin.wit` (`channel`) for the layout of `samples`.
@@ -28,6 +39,19 @@ pub struct Channel {
     pub name: String,
     pub samples: Vec<f32>,
     pub samples_per_reading: u32,
+    /// Samples per second within a reading's burst, when known.
+    #[serde(default)]
+    pub sample_rate_hz: Option<f64>,
+    /// What the samples measure (`g`, `m/s2`, `mm/s`, ...), when known.
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+impl Channel {
+    /// A channel whose sample rate and unit are not known.
+    pub fn new(name: impl Into<String>, samples: Vec<f32>, samples_per_reading: u32) -> Channel {
+        Channel { name: name.into(), samples, samples_per_reading, sample_rate_hz: None, unit: None }
+    }
 }
 
 /// A window of consecutive readings of one device, assembled by the host.
@@ -42,6 +66,49 @@ pub struct Window {
     /// Asset registry metadata (model, site, install date, ...).
     #[serde(default)]
     pub asset: Vec<(String, String)>,
+}
+
+impl Window {
+    /// The asset attribute called `key`.
+    pub fn asset(&self, key: &str) -> Option<&str> {
+        self.asset.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim())
+    }
+
+    /// Fills what the readings did not say about each channel from the asset record: the sample
+    /// rate from `<channel>_fs_hz`, the unit from `<channel>_unit`, and for channels whose
+    /// readings carry bursts (more than one sample each) from `fs_hz` and `unit` as well. A value
+    /// that is not a positive number is ignored.
+    pub fn describe_channels_from_asset(&mut self) {
+        if self.asset.is_empty() {
+            return;
+        }
+        let mut described = Vec::with_capacity(self.channels.len());
+        for c in &self.channels {
+            let burst = c.samples_per_reading != 1;
+            let own = |what: &str| self.asset(&format!("{}_{what}", c.name));
+            let fs = c.sample_rate_hz.or_else(|| {
+                own("fs_hz")
+                    .or_else(|| if burst { self.asset("fs_hz") } else { None })
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite() && *v > 0.0)
+            });
+            let unit = c.unit.clone().or_else(|| {
+                own("unit").or_else(|| if burst { self.asset("unit") } else { None }).map(str::to_string)
+            });
+            described.push((fs, unit.filter(|u| !u.is_empty())));
+        }
+        for (c, (fs, unit)) in self.channels.iter_mut().zip(described) {
+            c.sample_rate_hz = fs;
+            c.unit = unit;
+        }
+    }
+
+    /// The asset record's `baseline_since` (epoch milliseconds or RFC 3339): the device's healthy
+    /// baseline is learned from windows after it (a replaced bearing starts a new one).
+    pub fn baseline_since(&self) -> Option<i64> {
+        let v = self.asset("baseline_since")?;
+        v.parse::<i64>().ok().or_else(|| crate::clock::parse_rfc3339(v).ok())
+    }
 }
 
 /// Named feature values; `names[i]` names `values[i]`.

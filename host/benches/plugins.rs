@@ -33,9 +33,9 @@ fn window(end_ms: i64) -> Window {
         end_ms,
         timestamps_ms,
         channels: vec![
-            Channel { name: "vibration".into(), samples: vibration, samples_per_reading: BURST as u32 },
-            Channel { name: "temperature".into(), samples: vec![66.0; READINGS], samples_per_reading: 1 },
-            Channel { name: "current".into(), samples: vec![11.2; READINGS], samples_per_reading: 1 },
+            Channel::new("vibration", vibration, BURST as u32),
+            Channel::new("temperature", vec![66.0; READINGS], 1),
+            Channel::new("current", vec![11.2; READINGS], 1),
         ],
         asset: vec![],
     }

@@ -5,6 +5,7 @@
 //! model = "bearing"                # the tenant's default model (a folder of the models dir)
 //! models = ["bearing", "bearing-mlp"]  # models the tenant may use; default: [model]
 //! hop = 8                          # readings between two windows; default: the host's [windows] hop
+//! baseline_minutes = 1440          # each device's commissioning period: its healthy baseline
 //!
 //! [limits]
 //! deadline_ms = 50                 # per plugin call
@@ -64,6 +65,10 @@ pub struct TenantConfig {
     /// Readings between two windows of a device; `None`: the host's default.
     #[serde(default)]
     pub hop: Option<u32>,
+    /// How long each device's commissioning period is, minutes: its healthy baseline (the
+    /// `history.baseline` import) is the median of its windows over that time.
+    #[serde(default = "default_baseline_minutes")]
+    pub baseline_minutes: f64,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -100,6 +105,12 @@ pub struct AlertTargets {
     pub sms: Vec<String>,
 }
 
+/// A day of normal running: long enough for the daily cycle of load and temperature.
+pub const DEFAULT_BASELINE_MINUTES: f64 = 1440.0;
+
+fn default_baseline_minutes() -> f64 {
+    DEFAULT_BASELINE_MINUTES
+}
 fn default_threshold() -> f64 {
     DEFAULT_THRESHOLD
 }
@@ -148,6 +159,7 @@ impl Default for TenantConfig {
             model: default_model(),
             models: Vec::new(),
             hop: None,
+            baseline_minutes: DEFAULT_BASELINE_MINUTES,
             limits: Limits::default(),
             alerts: AlertTargets::default(),
             settings: BTreeMap::new(),
@@ -225,6 +237,12 @@ impl TenantConfig {
             problems.push(format!(
                 "limits.max_features must be within 1..={MAX_MAX_FEATURES}, got {}",
                 self.limits.max_features
+            ));
+        }
+        if !(self.baseline_minutes > 0.0 && self.baseline_minutes <= 525_600.0) {
+            problems.push(format!(
+                "baseline_minutes must be within (0, 525600] (a year), got {}",
+                self.baseline_minutes
             ));
         }
         if self.hop.is_some_and(|h| !(1..=MAX_HOP).contains(&h)) {

@@ -125,10 +125,8 @@ impl WindowBuffer {
     /// The readings of the last [`window_features`] call as the host would have assembled them
     /// from `motor`'s telemetry: a window to run through a tenant's real pipeline.
     pub fn window(&self, motor: &crate::sim::MotorSpec, samples: usize) -> crate::types::Window {
-        let channel = |name: &str, samples: &[f32], per: usize| crate::types::Channel {
-            name: name.to_string(),
-            samples: samples.to_vec(),
-            samples_per_reading: per as u32,
+        let channel = |name: &str, samples: &[f32], per: usize| {
+            crate::types::Channel::new(name, samples.to_vec(), per as u32)
         };
         crate::types::Window {
             tenant: motor.tenant.clone(),

@@ -265,6 +265,17 @@ fn prefetch(host: &PluginHost, pipeline: &Arc<TenantPipeline>, pending: &mut [Pe
     }
 }
 
+/// The preprocessor alone on one window (its features recorded in the history, as a full run
+/// records them): what `edgepm replay --features-only` writes as training data.
+pub fn preprocess(host: &PluginHost, window: Window) -> Result<Features, PipelineError> {
+    let p = host.tenant(&window.tenant).ok_or_else(|| PipelineError::UnknownTenant(window.tenant.clone()))?;
+    let id = WindowId::of(&window);
+    let (trapped, spent) = (Trapped::default(), Spent { budget: None, used: RefCell::default() });
+    let features = run(host, &p, Stage::Preprocess, &trapped, &spent, |s| s.features(window))?;
+    host.history().record_features(&id.tenant, &id.device, id.end_ms, &features);
+    Ok(features)
+}
+
 /// Score and policy of one window whose features are known.
 fn finish(
     host: &PluginHost,

@@ -161,8 +161,14 @@ pub fn replay(
         while ids.len() > size + hop {
             ids.pop_first();
         }
-        let reading =
-            Reading { tenant: opts.tenant.clone(), device: device.clone(), ts_ms, seq: None, channels };
+        let reading = Reading {
+            tenant: opts.tenant.clone(),
+            device: device.clone(),
+            ts_ms,
+            seq: None,
+            channels,
+            described: Vec::new(),
+        };
         let w = windows.entry(device.clone()).or_insert_with(|| DeviceWindows::new(size, hop));
         let Pushed::Window(mut window) = w.push(reading) else { continue };
         window.asset = assets.get(&device).cloned().unwrap_or_default();
@@ -192,16 +198,32 @@ pub struct RecordingSummary {
     pub first_half_failures: u64,
 }
 
+/// How a recording is replayed.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingOptions {
+    /// The axis read as `vibration` (default: the first); the others come as `vibration_<axis>`.
+    pub axis: Option<String>,
+    /// Asset attributes of the recorded machine besides the recording's own `fs_hz`, `rpm` and
+    /// `unit` (e.g. the bearing's geometry: `balls`, `ball_diameter_mm`, ...).
+    pub asset: Vec<(String, String)>,
+    /// Run the preprocessor only and write its features instead of scores: the training data of
+    /// a new model, computed by the very plugin that will serve it.
+    pub features_only: bool,
+}
+
 /// Replays a recording of bursts ([`crate::recordings`]) through `host`'s `tenant`: snapshot `i`
-/// becomes a reading at `t_s[i]` whose `vibration` channel is the burst of `axis` (default: the
-/// first) — other axes as `vibration_<axis>` — with the recording's `fs_hz`, `rpm` and unit as
-/// asset attributes. Writes
-/// `snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature`.
+/// becomes a reading at `t_s[i]` whose `vibration` channel is the burst of the chosen axis —
+/// other axes as `vibration_<axis>` — with the recording's `fs_hz`, `rpm` and unit as asset
+/// attributes. Windows are processed one at a time, in order, as a live host receiving the
+/// snapshots would (each window's features are recorded before the next one's are computed:
+/// baselines see every earlier window). Writes
+/// `snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature`,
+/// or with `features_only` `snapshot,device,timestamp,minutes_to_end,life,<features...>`.
 pub fn replay_recording(
     host: &PluginHost,
     tenant: &str,
     rec: &crate::recordings::Recording,
-    axis: Option<&str>,
+    opts: &RecordingOptions,
     output: impl Write,
 ) -> anyhow::Result<RecordingSummary> {
     let pipeline =
@@ -209,8 +231,8 @@ pub fn replay_recording(
     let size = pipeline.window_size.max(1) as usize;
     let hop = pipeline.config.hop.unwrap_or(crate::windows::DEFAULT_HOP).max(1) as usize;
     drop(pipeline);
-    let main = match axis {
-        Some(a) => rec.axes.iter().position(|x| x.name == a).with_context(|| {
+    let main = match &opts.axis {
+        Some(a) => rec.axes.iter().position(|x| &x.name == a).with_context(|| {
             let names: Vec<&str> = rec.axes.iter().map(|x| x.name.as_str()).collect();
             format!("{}: no axis {a:?} (it has {})", rec.name, names.join(", "))
         })?,
@@ -221,80 +243,98 @@ pub fn replay_recording(
         bearing_features::spectrum::Unit::MetersPerSecond2 => "m/s2",
         bearing_features::spectrum::Unit::MillimetersPerSecond => "mm/s",
     };
-    let mut asset =
-        vec![("fs_hz".to_string(), rec.fs_hz.to_string()), ("vibration_unit".to_string(), unit.into())];
+    let mut asset = vec![("fs_hz".to_string(), rec.fs_hz.to_string()), ("unit".to_string(), unit.into())];
     if let Some(rpm) = rec.rpm {
         asset.push(("rpm".to_string(), rpm.to_string()));
     }
+    for (k, v) in &opts.asset {
+        asset.retain(|(key, _)| key != k);
+        asset.push((k.clone(), v.clone()));
+    }
     const BASE_MS: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
     let (first, last) = (rec.t_s[0], *rec.t_s.last().expect("a recording has snapshots"));
+    let span = last - first;
     let mut out = csv::Writer::from_writer(output);
-    out.write_record([
-        "snapshot",
-        "device",
-        "timestamp",
-        "minutes_to_end",
-        "life",
-        "probability",
-        "is_failure",
-        "model",
-        "alerts",
-        "top_feature",
-    ])?;
+    let mut header_written = false;
     let mut windows = DeviceWindows::new(size, hop);
     let mut summary = RecordingSummary::default();
-    let mut ready = Vec::new();
-    let mut snapshot_at: std::collections::BTreeMap<i64, usize> = Default::default();
     for (i, &t) in rec.t_s.iter().enumerate() {
         summary.snapshots += 1;
         let ts_ms = BASE_MS + ((t - first) * 1000.0).round() as i64;
-        snapshot_at.insert(ts_ms, i);
         let mut channels =
             vec![("vibration".to_string(), Samples::Burst(rec.axes[main].snapshots[i].clone()))];
         for (_, a) in rec.axes.iter().enumerate().filter(|(k, _)| *k != main) {
             channels.push((format!("vibration_{}", a.name), Samples::Burst(a.snapshots[i].clone())));
         }
-        let reading =
-            Reading { tenant: tenant.to_string(), device: rec.name.clone(), ts_ms, seq: None, channels };
+        let reading = Reading {
+            tenant: tenant.to_string(),
+            device: rec.name.clone(),
+            ts_ms,
+            seq: None,
+            channels,
+            described: Vec::new(),
+        };
         let Pushed::Window(mut window) = windows.push(reading) else { continue };
         window.asset = asset.clone();
         summary.windows += 1;
-        ready.push(window);
-    }
-    let span = last - first;
-    let mut scored = Vec::with_capacity(ready.len());
-    while !ready.is_empty() {
-        let batch: Vec<Window> = ready.drain(..ready.len().min(REPLAY_BATCH)).collect();
-        scored.extend(process_windows(host, batch, None));
-    }
-    for (window, outcome) in scored {
-        let i = snapshot_at.get(&window.end_ms).copied().unwrap_or_default();
-        let t = rec.t_s[i];
         let life = if span > 0.0 { (t - first) / span } else { 1.0 };
-        match outcome {
-            Ok(o) => {
-                if o.decision.is_failure {
-                    summary.failures += 1;
-                    summary.first_failure_lead_s.get_or_insert(last - t);
-                    summary.first_half_failures += u64::from(life < 0.5);
+        let when = [
+            i.to_string(),
+            window.device.clone(),
+            crate::clock::rfc3339(window.end_ms),
+            format!("{:.2}", (last - t) / 60.0),
+            format!("{life:.4}"),
+        ];
+        if opts.features_only {
+            match crate::pipeline::preprocess(host, window) {
+                Ok(f) => {
+                    if !header_written {
+                        let names = f.names.iter().map(String::as_str);
+                        out.write_record(
+                            ["snapshot", "device", "timestamp", "minutes_to_end", "life"]
+                                .into_iter()
+                                .chain(names),
+                        )?;
+                        header_written = true;
+                    }
+                    out.write_record(when.iter().cloned().chain(f.values.iter().map(|v| v.to_string())))?;
                 }
-                let [p, f, m, n, top] = outcome_columns(&o);
-                out.write_record([
-                    i.to_string(),
-                    window.device.clone(),
-                    crate::clock::rfc3339(window.end_ms),
-                    format!("{:.2}", (last - t) / 60.0),
-                    format!("{life:.4}"),
-                    p,
-                    f,
-                    m,
-                    n,
-                    top,
-                ])?;
+                Err(e) => {
+                    summary.errors += 1;
+                    tracing::warn!(snapshot = i, error = %e, "Window not preprocessed");
+                }
             }
-            Err(e) => {
-                summary.errors += 1;
-                tracing::warn!(snapshot = i, error = %e, "Window not scored");
+            continue;
+        }
+        if !header_written {
+            out.write_record([
+                "snapshot",
+                "device",
+                "timestamp",
+                "minutes_to_end",
+                "life",
+                "probability",
+                "is_failure",
+                "model",
+                "alerts",
+                "top_feature",
+            ])?;
+            header_written = true;
+        }
+        for (_, outcome) in process_windows(host, vec![window], None) {
+            match outcome {
+                Ok(o) => {
+                    if o.decision.is_failure {
+                        summary.failures += 1;
+                        summary.first_failure_lead_s.get_or_insert(last - t);
+                        summary.first_half_failures += u64::from(life < 0.5);
+                    }
+                    out.write_record(when.iter().cloned().chain(outcome_columns(&o)))?;
+                }
+                Err(e) => {
+                    summary.errors += 1;
+                    tracing::warn!(snapshot = i, error = %e, "Window not scored");
+                }
             }
         }
     }

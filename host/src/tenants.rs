@@ -34,6 +34,17 @@ pub const AI4I_XGB: ShippedModel = ShippedModel {
     ],
 };
 
+/// The XGBoost model of accelerometer features relative to each machine's baseline
+/// (`bearing-spectrum`), trained on the FEMTO/PRONOSTIA learning set (`models/femto.sh`).
+pub const BEARING_SPECTRUM_XGB: ShippedModel = ShippedModel {
+    name: "bearing-spectrum-xgb",
+    files: &[
+        ("metadata.json", include_bytes!("../../models/bearing-spectrum-xgb/metadata.json")),
+        ("model.json", include_bytes!("../../models/bearing-spectrum-xgb/model.json")),
+        ("model.onnx", include_bytes!("../../models/bearing-spectrum-xgb/model.onnx")),
+    ],
+};
+
 /// A tenant shipped with edgepm.
 pub struct ShippedTenant {
     pub name: &'static str,
@@ -60,6 +71,13 @@ pub const SHIPPED: &[ShippedTenant] = &[
         tenant_toml: include_str!("../../tenants/bearing/tenant.toml"),
         preprocess: "bearing-features",
         model: &BEARING_XGB,
+    },
+    ShippedTenant {
+        name: "vibration",
+        about: "accelerometer bursts with the bearing's geometry, scored by bearing-spectrum-xgb (real bearings)",
+        tenant_toml: include_str!("../../tenants/vibration/tenant.toml"),
+        preprocess: "bearing-spectrum",
+        model: &BEARING_SPECTRUM_XGB,
     },
 ];
 

@@ -124,12 +124,9 @@ pub fn assemble(newest: &[&Reading]) -> Window {
             let i = match found {
                 Some(i) => i,
                 None => {
-                    channels.push(Channel {
-                        name: name.clone(),
-                        // Room for the whole window when every reading has this many samples.
-                        samples: Vec::with_capacity(newest.len() * samples_len(samples) as usize),
-                        samples_per_reading: 0,
-                    });
+                    // Room for the whole window when every reading has this many samples.
+                    let room = Vec::with_capacity(newest.len() * samples_len(samples) as usize);
+                    channels.push(Channel::new(name.clone(), room, 0));
                     counts.push(Some(samples_len(samples)));
                     channels.len() - 1
                 }
@@ -145,6 +142,15 @@ pub fn assemble(newest: &[&Reading]) -> Window {
     }
     for (c, n) in channels.iter_mut().zip(counts) {
         c.samples_per_reading = n.unwrap_or(0);
+    }
+    // A channel's sample rate and unit as its newest reading that states them says.
+    for r in newest.iter().rev().filter(|r| !r.described.is_empty()) {
+        for d in &r.described {
+            if let Some(c) = channels.iter_mut().find(|c| c.name == d.channel) {
+                c.sample_rate_hz = c.sample_rate_hz.or(d.fs_hz);
+                c.unit = c.unit.take().or_else(|| d.unit.clone());
+            }
+        }
     }
     let last = newest[newest.len() - 1];
     Window {
@@ -179,6 +185,7 @@ mod tests {
                 ("temperature".into(), Samples::Scalar(ts as f32)),
                 ("vibration".into(), Samples::Burst(vec![ts as f32; burst])),
             ],
+            described: Vec::new(),
         }
     }
 

@@ -24,7 +24,7 @@ pub enum PluginCommand {
         /// Destination folder (created if missing).
         dir: PathBuf,
         /// Which reference preprocessor to write as preprocess.wasm: bearing-features (vibration
-        /// motors, the default) or ai4i-features (AI4I 2020-style machining telemetry).
+        /// motors, the default), bearing-spectrum (accelerometer bursts with their sample rate and unit) or ai4i-features (AI4I 2020-style machining telemetry).
         #[arg(long, default_value = "bearing-features")]
         preprocess: String,
     },
@@ -61,7 +61,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         },
         PluginCommand::Export { dir, preprocess } => {
             let pre = builtin::preprocessor(&preprocess).with_context(|| {
-                format!("no reference preprocessor {preprocess:?} (bearing-features, ai4i-features)")
+                format!("no reference preprocessor {preprocess:?} (bearing-features, bearing-spectrum, ai4i-features)")
             })?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for stage in Stage::ALL {

@@ -23,6 +23,15 @@ pub struct ReplayArgs {
     /// as `vibration_<axis>`.
     #[arg(long, requires = "recording")]
     axis: Option<String>,
+    /// An asset attribute of the recorded machine, KEY=VALUE, repeatable: the bearing's geometry
+    /// for the defect frequencies (balls, ball_diameter_mm, pitch_diameter_mm, contact_angle_deg),
+    /// or rpm, fs_hz, unit to override the recording's.
+    #[arg(long = "asset", value_name = "KEY=VALUE", requires = "recording", value_parser = key_value)]
+    asset: Vec<(String, String)>,
+    /// Run the preprocessor only and write its features (snapshot, device, timestamp,
+    /// minutes_to_end, life, then one column per feature): training data for a model.
+    #[arg(long, requires = "recording")]
+    features_only: bool,
     /// Output CSV: row_id, device, timestamp, probability, is_failure, model, alerts, top_feature
     /// (for a recording: snapshot, device, timestamp, minutes_to_end, life, probability, ...).
     #[arg(long)]
@@ -41,19 +50,41 @@ pub struct ReplayArgs {
     label_columns: Vec<String>,
 }
 
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let host = args.folders.open_host()?;
     if let Some(path) = &args.recording {
         let rec = edgepm::recordings::load_npz(path)?;
         let output =
             std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let opts = edgepm::replay::RecordingOptions {
+            axis: args.axis.clone(),
+            asset: args.asset.clone(),
+            features_only: args.features_only,
+        };
         let s = edgepm::replay::replay_recording(
             &host,
             &args.tenant,
             &rec,
-            args.axis.as_deref(),
+            &opts,
             std::io::BufWriter::new(output),
         )?;
+        if args.features_only {
+            println!(
+                "{}: {} snapshots, features of {} windows; {} windows failed",
+                args.out.display(),
+                s.snapshots,
+                s.windows - s.errors,
+                s.errors
+            );
+            return Ok(if s.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         let span_min = (rec.t_s.last().copied().unwrap_or(0.0) - rec.t_s[0]) / 60.0;
         let first = match s.first_failure_lead_s {
             Some(lead) => format!(

@@ -15,10 +15,15 @@ pub const POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/threshold_po
 /// not a default, exported with `edgepm plugin export --preprocess ai4i-features`.
 pub const AI4I_PREPROCESS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ai4i_features.wasm"));
 
+/// `bearing-spectrum`: the preprocessor of accelerometer bursts (tenant `vibration`); not a
+/// default, exported with `edgepm plugin export --preprocess bearing-spectrum`.
+pub const SPECTRUM_PREPROCESS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bearing_spectrum.wasm"));
+
 /// The reference preprocessors by name.
 pub fn preprocessor(name: &str) -> Option<&'static [u8]> {
     match name {
         "bearing-features" => Some(PREPROCESS),
+        "bearing-spectrum" => Some(SPECTRUM_PREPROCESS),
         "ai4i-features" => Some(AI4I_PREPROCESS),
         _ => None,
     }

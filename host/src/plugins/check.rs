@@ -14,6 +14,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct CheckReport {
     pub stage: Stage,
+    /// The contract version it was built against (`0.2.0`, `0.1.0`).
+    pub contract: String,
     pub version: String,
     pub size: usize,
     pub imports: Vec<String>,
@@ -25,7 +27,13 @@ pub struct CheckReport {
 
 impl std::fmt::Display for CheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "stage:   {} (world edgepm:plugin/{}@0.1.0)", self.stage, self.stage.world())?;
+        writeln!(
+            f,
+            "stage:   {} (world edgepm:plugin/{}@{})",
+            self.stage,
+            self.stage.world(),
+            self.contract
+        )?;
         writeln!(f, "version: {} ({} bytes)", self.version, self.size)?;
         writeln!(f, "exports: {}", self.exports.join(", "))?;
         writeln!(f, "imports: {}", self.imports.join(", "))?;
@@ -47,9 +55,10 @@ pub fn check_file(path: &Path, expect: Option<Stage>) -> Result<CheckReport, Loa
     let engine = PluginEngine::new(None, true).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
     let compiled = Arc::new(engine.load(&bytes, &path.display().to_string(), expect)?);
     let ty = compiled.component.component_type();
-    let imports = ty.imports(engine.engine()).map(|(n, _)| n.to_string()).collect();
+    let imports: Vec<String> = ty.imports(engine.engine()).map(|(n, _)| n.to_string()).collect();
     let exports = ty.exports(engine.engine()).map(|(n, _)| n.to_string()).collect();
     let stage = compiled.stage();
+    let contract = compiled.contract(&imports);
     let ctx = Arc::new(CallContext {
         tenant: "check".into(),
         stage,
@@ -82,5 +91,5 @@ pub fn check_file(path: &Path, expect: Option<Stage>) -> Result<CheckReport, Loa
         Err(e) if !e.is_trap() => Ok(format!("returned an error on empty input, as it may: {e}")),
         Err(e) => Err(e.to_string()),
     };
-    Ok(CheckReport { stage, version, size: bytes.len(), imports, exports, window_size, smoke })
+    Ok(CheckReport { stage, contract, version, size: bytes.len(), imports, exports, window_size, smoke })
 }

@@ -1,7 +1,7 @@
 //! The one wasmtime `Engine` of the host: configuration, the epoch clock that enforces call
 //! deadlines, the linkers of the three worlds, and compilation with an on-disk cache.
 
-use super::bindings::{policy, preprocessor, scorer};
+use super::bindings::{policy, preprocessor, scorer, v0_1};
 use super::instance::StoreState;
 use super::{CompiledPlugin, LoadError, PluginVersion, WorldPre};
 use crate::types::Stage;
@@ -50,10 +50,14 @@ impl PluginEngine {
             wasmtime_wasi::p2::add_to_linker_sync(linker)?;
             forbid_blocking(linker)?;
         }
+        // Each stage's linker holds the imports of every contract version the host serves.
         let [pre, score, pol] = &mut linkers;
         preprocessor::Preprocessor::add_to_linker::<_, HasSelf<StoreState>>(pre, |s| s)?;
+        v0_1::preprocessor::Preprocessor::add_to_linker::<_, HasSelf<StoreState>>(pre, |s| s)?;
         scorer::Scorer::add_to_linker::<_, HasSelf<StoreState>>(score, |s| s)?;
+        v0_1::scorer::Scorer::add_to_linker::<_, HasSelf<StoreState>>(score, |s| s)?;
         policy::Policy::add_to_linker::<_, HasSelf<StoreState>>(pol, |s| s)?;
+        v0_1::policy::Policy::add_to_linker::<_, HasSelf<StoreState>>(pol, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
@@ -144,9 +148,18 @@ impl PluginEngine {
     fn world_of(&self, component: &Component) -> Result<WorldPre, LoadError> {
         let [pre, score, pol] = &self.linkers;
         let mut reasons = Vec::new();
-        match pre.instantiate_pre(component).and_then(preprocessor::PreprocessorPre::new) {
-            Ok(p) => return Ok(WorldPre::Preprocessor(p)),
+        // The exports are type-checked: a 0.1.0 preprocessor's window (channels without a sample
+        // rate or unit) is not the current one. Scorers and policies of both versions export the
+        // same types and are called through the current bindings.
+        match pre.instantiate_pre(component) {
             Err(e) => reasons.push(format!("preprocessor: {e:#}")),
+            Ok(instance_pre) => match preprocessor::PreprocessorPre::new(instance_pre.clone()) {
+                Ok(p) => return Ok(WorldPre::Preprocessor(p)),
+                Err(e) => match v0_1::preprocessor::PreprocessorPre::new(instance_pre) {
+                    Ok(p) => return Ok(WorldPre::PreprocessorV0_1(p)),
+                    Err(_) => reasons.push(format!("preprocessor: {e:#}")),
+                },
+            },
         }
         match score.instantiate_pre(component).and_then(scorer::ScorerPre::new) {
             Ok(p) => return Ok(WorldPre::Scorer(p)),

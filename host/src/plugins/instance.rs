@@ -6,7 +6,7 @@
 //! and thrown away after any trap and after [`RECYCLE_AFTER_CALLS`] calls; a plugin that relies on
 //! its memory surviving is broken by design and will be found out by replay.
 
-use super::bindings::{policy, preprocessor, scorer};
+use super::bindings::{policy, preprocessor, scorer, v0_1};
 use super::engine::PluginEngine;
 use super::{CallError, CompiledPlugin, WorldPre, validate};
 use crate::config::{Limits, TenantConfig};
@@ -118,6 +118,8 @@ pub struct StoreState {
     pub(crate) violation: Option<String>,
     /// The device whose window the current call is about (`history` may only ask about it).
     pub(crate) device: Option<String>,
+    /// The window's asset record's `baseline_since`, during a preprocessor call.
+    pub(crate) baseline_since: Option<i64>,
     pub(crate) ctx: Arc<CallContext>,
     pub(crate) logs_left: u32,
     /// A probability computed in a batch for the window being scored (see
@@ -139,6 +141,8 @@ impl WasiView for StoreState {
 
 enum Bindings {
     Preprocessor(preprocessor::Preprocessor),
+    /// A preprocessor of `edgepm:plugin@0.1.0` (channels without a sample rate or unit).
+    PreprocessorV0_1(v0_1::preprocessor::Preprocessor),
     Scorer(scorer::Scorer),
     Policy(policy::Policy),
 }
@@ -202,6 +206,7 @@ impl StagePlugin {
             None,
             |store, b| match b {
                 Bindings::Preprocessor(p) => p.call_window_size(store).map(Ok),
+                Bindings::PreprocessorV0_1(p) => p.call_window_size(store).map(Ok),
                 _ => Ok(Err(wrong_stage(Stage::Preprocess))),
             },
             |&n| validate::window_size(n, &limits).map(drop),
@@ -210,13 +215,22 @@ impl StagePlugin {
 
     /// `features` of a preprocessor. Takes the window by value: its sample vectors move into the
     /// call instead of being copied.
-    pub fn features(&self, window: types::Window) -> Result<types::Features, CallError> {
+    pub fn features(&self, mut window: types::Window) -> Result<types::Features, CallError> {
         let device = window.device.clone();
-        let w = window.into();
+        window.describe_channels_from_asset();
+        let since = window.baseline_since();
         self.call(
             Some(device),
             |store, b| match b {
-                Bindings::Preprocessor(p) => p.call_features(store, &w).map(|r| r.map(Into::into)),
+                Bindings::Preprocessor(p) => {
+                    store.data_mut().baseline_since = since;
+                    let result = p.call_features(&mut *store, &window.into()).map(|r| r.map(Into::into));
+                    store.data_mut().baseline_since = None;
+                    result
+                }
+                Bindings::PreprocessorV0_1(p) => {
+                    p.call_features(store, &window.into()).map(|r| r.map(Into::into))
+                }
                 _ => Ok(Err(wrong_stage(Stage::Preprocess))),
             },
             |f| validate::features(f, &self.limits.output()),
@@ -338,6 +352,7 @@ impl StagePlugin {
             blocked: None,
             violation: None,
             device: None,
+            baseline_since: None,
             ctx: self.ctx.clone(),
             logs_left: super::bindings::LOG_LINES_PER_CALL,
             prefetched: None,
@@ -348,6 +363,7 @@ impl StagePlugin {
         store.set_epoch_deadline(self.deadline_ticks);
         let bindings = match &self.compiled.pre {
             WorldPre::Preprocessor(p) => p.instantiate(&mut store).map(Bindings::Preprocessor),
+            WorldPre::PreprocessorV0_1(p) => p.instantiate(&mut store).map(Bindings::PreprocessorV0_1),
             WorldPre::Scorer(p) => p.instantiate(&mut store).map(Bindings::Scorer),
             WorldPre::Policy(p) => p.instantiate(&mut store).map(Bindings::Policy),
         };

@@ -46,6 +46,24 @@ impl CompiledPlugin {
     pub fn stage(&self) -> Stage {
         self.pre.stage()
     }
+
+    /// The contract version the component was built against, as far as it shows: a
+    /// preprocessor's window type tells; scorers and policies of both versions export the same
+    /// types, so their imports tell (`imports`: the component's import names).
+    pub fn contract(&self, imports: &[String]) -> String {
+        match &self.pre {
+            WorldPre::Preprocessor(_) => "0.2.0".into(),
+            WorldPre::PreprocessorV0_1(_) => "0.1.0".into(),
+            _ => {
+                let of = |v: &str| imports.iter().any(|i| i.starts_with("edgepm:plugin/") && i.ends_with(v));
+                match (of("@0.2.0"), of("@0.1.0")) {
+                    (true, _) => "0.2.0".into(),
+                    (false, true) => "0.1.0".into(),
+                    _ => "0.2.0 or 0.1.0 (it imports nothing of the host)".into(),
+                }
+            }
+        }
+    }
 }
 
 /// Which plugin version: the first 12 hex digits of the SHA-256 of the component, and where it
@@ -59,6 +77,7 @@ pub struct PluginVersion {
 /// Pre-instantiated component, typed by world.
 pub(crate) enum WorldPre {
     Preprocessor(bindings::preprocessor::PreprocessorPre<instance::StoreState>),
+    PreprocessorV0_1(bindings::v0_1::preprocessor::PreprocessorPre<instance::StoreState>),
     Scorer(bindings::scorer::ScorerPre<instance::StoreState>),
     Policy(bindings::policy::PolicyPre<instance::StoreState>),
 }
@@ -66,7 +85,7 @@ pub(crate) enum WorldPre {
 impl WorldPre {
     fn stage(&self) -> Stage {
         match self {
-            WorldPre::Preprocessor(_) => Stage::Preprocess,
+            WorldPre::Preprocessor(_) | WorldPre::PreprocessorV0_1(_) => Stage::Preprocess,
             WorldPre::Scorer(_) => Stage::Score,
             WorldPre::Policy(_) => Stage::Policy,
         }
@@ -86,7 +105,7 @@ pub enum LoadError {
     CoreModule,
     #[error("does not compile: {0}")]
     Compile(String),
-    #[error("implements none of the edgepm:plugin@0.1.0 worlds:\n  {}", reasons.join("\n  "))]
+    #[error("implements none of the edgepm:plugin@0.2.0 or @0.1.0 worlds:\n  {}", reasons.join("\n  "))]
     NoWorld { reasons: Vec<String> },
     #[error("implements the {} world, but this is the {} slot (expected the {} world)", found.world(), expected, expected.world())]
     WrongStage { expected: Stage, found: Stage },

@@ -607,9 +607,9 @@ fn smoke_window(readings: u32) -> Window {
         end_ms: timestamps_ms.last().copied().unwrap_or(0),
         timestamps_ms,
         channels: vec![
-            Channel { name: "vibration".into(), samples: vibration, samples_per_reading: 64 },
-            Channel { name: "temperature".into(), samples: vec![60.0; n], samples_per_reading: 1 },
-            Channel { name: "current".into(), samples: vec![10.0; n], samples_per_reading: 1 },
+            Channel::new("vibration", vibration, 64),
+            Channel::new("temperature", vec![60.0; n], 1),
+            Channel::new("current", vec![10.0; n], 1),
         ],
         asset: Vec::new(),
     }

@@ -1,6 +1,6 @@
 //! A bounded, in-process [`History`].
 
-use super::History;
+use super::{BaselinePeriod, FinalBaselines, History, median};
 use crate::types::Features;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +21,7 @@ struct Device {
 pub struct MemoryHistory {
     capacity: usize,
     devices: Mutex<HashMap<(String, String), Device>>,
+    baselines: FinalBaselines,
 }
 
 impl Default for MemoryHistory {
@@ -31,7 +32,11 @@ impl Default for MemoryHistory {
 
 impl MemoryHistory {
     pub fn new(capacity: usize) -> MemoryHistory {
-        MemoryHistory { capacity: capacity.max(1), devices: Mutex::new(HashMap::new()) }
+        MemoryHistory {
+            capacity: capacity.max(1),
+            devices: Mutex::new(HashMap::new()),
+            baselines: Default::default(),
+        }
     }
 
     fn with_device<R>(&self, tenant: &str, device: &str, f: impl FnOnce(&Device) -> Option<R>) -> Option<R> {
@@ -99,6 +104,30 @@ impl History for MemoryHistory {
     fn last_alert_ms(&self, tenant: &str, device: &str) -> Option<i64> {
         self.with_device(tenant, device, |d| d.last_alert_ms)
     }
+
+    fn baseline(&self, tenant: &str, device: &str, feature: &str, period: BaselinePeriod) -> Option<f64> {
+        let since = period.since_ms.unwrap_or(i64::MIN);
+        if let Some(b) = self.baselines.get(tenant, device, feature, since) {
+            return Some(b);
+        }
+        let (values, over) = self.with_device(tenant, device, |d| {
+            let i = column(d, feature)?;
+            let start = d.windows.iter().map(|(t, _)| *t).find(|t| *t >= since)?;
+            let end = period.end_ms(start);
+            let values = d
+                .windows
+                .iter()
+                .filter(|(t, _)| (start..=end).contains(t))
+                .map(|(_, v)| v[i] as f64)
+                .collect();
+            Some((values, d.windows.back().is_some_and(|(t, _)| *t > end)))
+        })?;
+        let b = median(values)?;
+        if over {
+            self.baselines.put(tenant, device, feature, since, b);
+        }
+        Some(b)
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +160,22 @@ mod tests {
         assert_eq!(h.mean("t", "d", "vibration_rms", 0, 100), Some(4.0)); // 3, 4, 5 kept
         assert_eq!(h.mean("t", "d", "vibration_rms", 4, 4), Some(4.0));
         assert_eq!(h.mean("t", "d", "vibration_rms", 10, 20), None);
+    }
+
+    #[test]
+    fn baselines() {
+        super::super::check_baselines(&MemoryHistory::new(100));
+        // Once its period is over, a baseline outlives the windows it was made of.
+        let h = MemoryHistory::new(5);
+        let period = BaselinePeriod { since_ms: None, minutes: 1.0 };
+        for ts in 0..4 {
+            h.record_features("t", "d", ts * 30_000, &f(1.0 + ts as f32));
+        }
+        assert_eq!(h.baseline("t", "d", "vibration_rms", period), Some(2.0));
+        for ts in 4..20 {
+            h.record_features("t", "d", ts * 30_000, &f(100.0));
+        }
+        assert_eq!(h.baseline("t", "d", "vibration_rms", period), Some(2.0));
     }
 
     #[test]

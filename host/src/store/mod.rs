@@ -65,4 +65,86 @@ pub trait History: Send + Sync {
     fn mean(&self, tenant: &str, device: &str, feature: &str, from_ms: i64, to_ms: i64) -> Option<f64>;
     /// Time of the last alert of `device`.
     fn last_alert_ms(&self, tenant: &str, device: &str) -> Option<i64>;
+    /// The device's healthy baseline of `feature`: the median over the windows of its
+    /// commissioning `period` (the median so far while the period runs). A baseline whose period
+    /// is over is kept, so it does not change as old windows are dropped.
+    fn baseline(&self, tenant: &str, device: &str, feature: &str, period: BaselinePeriod) -> Option<f64>;
+}
+
+/// A device's commissioning period: from its first window at or after `since_ms` (its first
+/// window at all without one), `minutes` long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaselinePeriod {
+    pub since_ms: Option<i64>,
+    pub minutes: f64,
+}
+
+impl BaselinePeriod {
+    /// The end of the period that starts at `start_ms`.
+    pub fn end_ms(&self, start_ms: i64) -> i64 {
+        start_ms.saturating_add((self.minutes.max(0.0) * 60_000.0) as i64)
+    }
+}
+
+/// The median of `values` (NaN ignored), `None` when there is none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+}
+
+/// Baselines whose period is over, by (tenant, device, feature, `since_ms` of the period): they
+/// no longer change, so they are answered without a query.
+#[derive(Default)]
+pub(crate) struct FinalBaselines(
+    std::sync::Mutex<std::collections::HashMap<(String, String, String, i64), f64>>,
+);
+
+impl FinalBaselines {
+    pub(crate) fn get(&self, tenant: &str, device: &str, feature: &str, since_ms: i64) -> Option<f64> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(tenant.to_string(), device.to_string(), feature.to_string(), since_ms)).copied()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    pub(crate) fn put(&self, tenant: &str, device: &str, feature: &str, since_ms: i64, value: f64) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > 1_000_000 {
+            map.clear(); // a bound on memory; they are recomputed from the store
+        }
+        map.insert((tenant.to_string(), device.to_string(), feature.to_string(), since_ms), value);
+    }
+}
+
+/// What every [`History`] answers for baselines, checked on each implementation.
+#[cfg(test)]
+pub(crate) fn check_baselines(h: &dyn History) {
+    let f =
+        |rms: f32| Features { names: vec!["vibration_rms".into(), "x".into()], values: vec![rms, f32::NAN] };
+    let period = BaselinePeriod { since_ms: None, minutes: 10.0 };
+    assert_eq!(h.baseline("t", "d", "vibration_rms", period), None, "nothing recorded yet");
+    // One window a minute: 1, 3, 2 in the first ten minutes (median 2) ...
+    h.record_features("t", "d", 0, &f(1.0));
+    assert_eq!(h.baseline("t", "d", "vibration_rms", period), Some(1.0), "the median so far");
+    h.record_features("t", "d", 60_000, &f(3.0));
+    h.record_features("t", "d", 120_000, &f(2.0));
+    assert_eq!(h.baseline("t", "d", "vibration_rms", period), Some(2.0));
+    // ... then a failing bearing: the baseline stays what the period made it.
+    for minute in 3..=30 {
+        h.record_features("t", "d", minute * 60_000, &f(if minute <= 10 { 2.0 } else { 50.0 }));
+    }
+    assert_eq!(h.baseline("t", "d", "vibration_rms", period), Some(2.0));
+    assert_eq!(h.baseline("t", "d", "x", period), None, "a feature never measured");
+    assert_eq!(h.baseline("t", "d", "missing", period), None);
+    assert_eq!(h.baseline("t", "other", "vibration_rms", period), None);
+    // A replaced bearing (asset baseline_since): a new period from the first window after it.
+    let replaced = BaselinePeriod { since_ms: Some(20 * 60_000 + 1), minutes: 5.0 };
+    assert_eq!(h.baseline("t", "d", "vibration_rms", replaced), Some(50.0));
 }

@@ -15,19 +15,30 @@ fn text(out: &std::process::Output) -> String {
 #[test]
 fn plugin_check_describes_each_reference_plugin() {
     let _timing = support::shared();
-    for (file, stage, export) in [
-        (support::BEARING_FEATURES, "preprocess", "features"),
-        (support::MODEL_SCORE, "score", "score"),
-        (support::THRESHOLD_POLICY, "policy", "decide"),
+    // bearing-features is built against the first contract (0.1.0), which the host still
+    // serves; the others against the current one.
+    for (file, stage, export, contract) in [
+        (support::BEARING_FEATURES, "preprocess", "features", "0.1.0"),
+        (support::BEARING_SPECTRUM, "preprocess", "features", "0.2.0"),
+        (support::MODEL_SCORE, "score", "score", "0.2.0"),
+        (support::THRESHOLD_POLICY, "policy", "decide", "0.2.0"),
     ] {
         let out = edgepm(&["plugin", "check", file, "--stage", stage]);
         let t = text(&out);
         assert!(out.status.success(), "{t}");
         assert!(t.contains(&format!("stage:   {stage}")), "{t}");
+        let world = match stage {
+            "preprocess" => "preprocessor",
+            "score" => "scorer",
+            _ => "policy",
+        };
+        assert!(t.contains(&format!("edgepm:plugin/{world}@{contract})")), "{t}");
         assert!(t.contains(export), "{t}");
-        assert!(t.contains("edgepm:plugin/host@0.1.0"), "imports are listed: {t}");
+        assert!(t.contains(&format!("edgepm:plugin/host@{contract}")), "imports are listed: {t}");
         assert!(t.contains("smoke:   ok"), "{t}");
     }
+    let t = text(&edgepm(&["plugin", "check", support::BEARING_SPECTRUM]));
+    assert!(t.contains("edgepm:plugin/history@0.2.0") && t.contains("window:  4 readings"), "{t}");
     let t = text(&edgepm(&["plugin", "check", support::BEARING_FEATURES]));
     assert!(t.contains("window:  32 readings"), "{t}");
 }

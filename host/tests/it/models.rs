@@ -84,6 +84,11 @@ fn bearing_xgb_matches_xgboost_and_onnxruntime() {
 }
 
 #[test]
+fn bearing_spectrum_xgb_matches_xgboost_and_onnxruntime() {
+    check_tree_model("bearing-spectrum-xgb");
+}
+
+#[test]
 fn ai4i_xgb_matches_xgboost_and_onnxruntime() {
     check_tree_model("ai4i-xgb");
 }

@@ -156,3 +156,87 @@ fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot(
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no axis \"z\" (it has x)"), "{err}");
 }
+
+/// The shipped tenant `vibration` without its model (the features need only the preprocessor),
+/// with a two-minute commissioning period: 12 windows of the 40 snapshots 10 s apart.
+fn vibration_features_tenant(plugins: &Path) {
+    let t = plugins.join("vibration");
+    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["plugin", "export"])
+        .arg(&t)
+        .args(["--preprocess", "bearing-spectrum"])
+        .output()
+        .expect("edgepm plugin export");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tenants/vibration/tenant.toml"))
+            .expect("tenants/vibration/tenant.toml");
+    let toml = shipped.replace("baseline_minutes = 10", "baseline_minutes = 2");
+    assert_ne!(toml, shipped, "the shipped tenant sets baseline_minutes = 10");
+    std::fs::write(t.join("tenant.toml"), toml).expect("tenant.toml");
+}
+
+#[test]
+fn a_recordings_features_are_relative_to_the_machines_own_baseline() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("run.npz");
+    recording(&file, true);
+    let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
+    vibration_features_tenant(&plugins);
+    std::fs::create_dir_all(&models).expect("models dir");
+    let out = dir.path().join("features.csv");
+    let features = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .args(["replay", "--tenant", "vibration", "--features-only", "--plugins-dir"])
+            .arg(&plugins)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("--recording")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("edgepm replay --features-only");
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout.contains("40 snapshots, features of 37 windows; 0 windows failed"), "{stdout}");
+        let text = std::fs::read_to_string(&out).expect("features");
+        let mut lines = text.lines();
+        let header: Vec<String> = lines.next().expect("header").split(',').map(str::to_string).collect();
+        let rows: Vec<Vec<f64>> = lines
+            .map(|l| l.split(',').skip(5).map(|v| v.parse::<f64>().unwrap_or(f64::NAN)).collect())
+            .collect();
+        (header, rows)
+    };
+    let geometry =
+        ["--asset", "balls=13", "--asset", "ball_diameter_mm=3.5", "--asset", "pitch_diameter_mm=25.6"];
+    let (header, rows) = features(&geometry);
+    assert_eq!(header[..5], ["snapshot", "device", "timestamp", "minutes_to_end", "life"]);
+    assert_eq!(header[5..], bearing_spectrum::FEATURE_NAMES.map(str::to_string));
+    assert_eq!(rows.len(), 37, "windows of 4 snapshots, one per snapshot");
+    let col = |name: &str| -> Vec<f64> {
+        let i = bearing_spectrum::FEATURE_NAMES.iter().position(|n| *n == name).expect(name);
+        rows.iter().map(|r| r[i]).collect()
+    };
+    // The machine's first window is its own baseline; the healthy windows stay near 1.
+    let rel = col("vib_rms_rel");
+    assert_eq!(rel[0], 1.0);
+    assert!(rel[..20].iter().all(|r| (0.85..1.15).contains(r)), "{rel:?}");
+    // The defect (snapshots 30 on: windows whose 4 bursts all carry it from row 30): its level
+    // over the baseline rises above anything the healthy windows showed (the impacts add ~10 % to
+    // the noise's RMS), and its envelope line stands out far more.
+    let healthy_max = rel[..20].iter().cloned().fold(0.0, f64::max);
+    assert!(rel[30..].iter().all(|r| *r > healthy_max + 0.03), "{rel:?}");
+    let bpfo = col("vib_bpfo_prominence");
+    assert!(bpfo[30..].iter().all(|p| *p > 2.0 * bpfo[..20].iter().cloned().fold(0.0, f64::max)), "{bpfo:?}");
+    assert!(col("vib_bpfo_rel")[30..].iter().all(|r| *r > 3.0), "{:?}", col("vib_bpfo_rel"));
+    assert!(col("temperature_mean").iter().all(|t| t.is_nan()));
+    // Without the bearing's geometry the envelope lines are unknown (NaN), the rest is the same.
+    let (_, rows) = features(&[]);
+    let i = bearing_spectrum::FEATURE_NAMES.iter().position(|n| *n == "vib_bpfo_prominence").expect("column");
+    assert!(rows.iter().all(|r| r[i].is_nan()));
+    let j = bearing_spectrum::FEATURE_NAMES.iter().position(|n| *n == "vib_rms_rel").expect("column");
+    assert_eq!(rows.iter().map(|r| r[j]).collect::<Vec<_>>(), rel);
+}

@@ -15,17 +15,17 @@
 //! segment add up to its variance; bands split bins `1..=L/2` into four contiguous equal ranges.
 //! The reported band energy is the mean over segments.
 //!
-//! [`spectrum`] is the frequency-aware analysis of one burst (bands in Hz, velocity RMS, the
-//! envelope spectrum at the bearing's defect frequencies) that the next version of these features
-//! builds on (issue 17); `edgepm spectrum` uses it on recordings. [`compute`] does not use it yet:
-//! the plugin's contract does not carry a sample rate or unit.
+//! These are the features of the first contract (`edgepm:plugin@0.1.0`), which carries no sample
+//! rate or unit: they take the simulator's bursts as they come. `bearing-spectrum` is their
+//! successor for real accelerometers (bands in Hz, the envelope spectrum at the bearing's defect
+//! frequencies, levels relative to each machine's baseline), on [`spectrum`] (`bearing-dsp`).
 //!
 //! A window without vibration samples is an error; missing temperature or current give NaN
 //! features (tree models route missing values; others should reject them).
 
 #[cfg(target_arch = "wasm32")]
 mod component;
-pub mod spectrum;
+pub use bearing_dsp::{Moments, spectrum, trend};
 
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
@@ -102,41 +102,6 @@ pub fn compute(window: &Window<'_>, out: &mut Vec<f32>) -> Result<(), String> {
     Ok(())
 }
 
-/// Time-domain statistics of a signal, computed in f64.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Moments {
-    pub rms: f64,
-    pub peak: f64,
-    pub crest: f64,
-    pub kurtosis: f64,
-    pub skewness: f64,
-}
-
-impl Moments {
-    /// Statistics of `x` (not empty).
-    pub fn of(x: &[f32]) -> Moments {
-        let n = x.len() as f64;
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let (mut sq, mut m2, mut m3, mut m4, mut peak) = (0.0, 0.0, 0.0, 0.0, 0.0f64);
-        for &v in x {
-            let v = v as f64;
-            sq += v * v;
-            peak = peak.max(v.abs());
-            let d = v - mean;
-            let d2 = d * d;
-            m2 += d2;
-            m3 += d2 * d;
-            m4 += d2 * d2;
-        }
-        let rms = (sq / n).sqrt();
-        let (m2, m3, m4) = (m2 / n, m3 / n, m4 / n);
-        // A constant signal has no shape: report Gaussian-like values instead of dividing by 0.
-        let (kurtosis, skewness) = if m2 > 1e-24 { (m4 / (m2 * m2), m3 / m2.powf(1.5)) } else { (3.0, 0.0) };
-        let crest = if rms > 0.0 { peak / rms } else { 0.0 };
-        Moments { rms, peak, crest, kurtosis, skewness }
-    }
-}
-
 thread_local! {
     static PLANNER: RefCell<RealFftPlanner<f64>> = RefCell::new(RealFftPlanner::new());
 }
@@ -177,36 +142,6 @@ pub fn band_energies(x: &[f32], segment: usize) -> [f64; BANDS] {
     bands
 }
 
-/// Mean and least-squares slope per hour of `samples` against `timestamps_ms`. When the channel
-/// has one sample per reading the reading times are used, otherwise samples are taken as evenly
-/// spaced over the window.
-pub fn trend(samples: &[f32], timestamps_ms: &[i64]) -> (f64, f64) {
-    let n = samples.len();
-    let mean = samples.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-    if n < 2 {
-        return (mean, 0.0);
-    }
-    let (first, last) = match (timestamps_ms.first(), timestamps_ms.last()) {
-        (Some(&a), Some(&b)) => (a, b),
-        _ => (0, 0),
-    };
-    let hour = |i: usize| -> f64 {
-        if timestamps_ms.len() == n {
-            (timestamps_ms[i] - first) as f64 / 3_600_000.0
-        } else {
-            (last - first) as f64 / 3_600_000.0 * i as f64 / (n - 1) as f64
-        }
-    };
-    let tmean = (0..n).map(hour).sum::<f64>() / n as f64;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, &v) in samples.iter().enumerate() {
-        let dt = hour(i) - tmean;
-        sxy += dt * (v as f64 - mean);
-        sxx += dt * dt;
-    }
-    (mean, if sxx > 0.0 { sxy / sxx } else { 0.0 })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,14 +154,6 @@ mod tests {
         let b = band_energies(&x, 64);
         assert!((b[2] - 0.5).abs() < 1e-6, "{b:?}");
         assert!(b[0] + b[1] + b[3] < 1e-9, "{b:?}");
-    }
-
-    #[test]
-    fn slope_is_per_hour() {
-        let ts = [0, 1_800_000, 3_600_000];
-        let (mean, slope) = trend(&[70.0, 71.0, 72.0], &ts);
-        assert!((mean - 71.0).abs() < 1e-9);
-        assert!((slope - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What an edgepm plugin author depends on.
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-wasip2` that implements one world of the
-//! `edgepm:plugin@0.1.0` contract (`wit/plugin.wit`). Implement the `Guest` trait of the world's
+//! `edgepm:plugin@0.2.0` contract (`wit/plugin.wit`; hosts serve 0.1.0 plugins too). Implement the `Guest` trait of the world's
 //! module (`preprocessor`, `scorer` or `policy`) and export it with that module's `export!`:
 //!
 //! ```no_run
@@ -75,6 +75,7 @@ pub mod preprocessor {
         default_bindings_module: "edgepm_sdk::preprocessor",
     });
     common_helpers!();
+    pub use self::edgepm::plugin::history;
 
     impl Window {
         /// The channel called `name`, if the window has samples of it.
@@ -85,6 +86,11 @@ pub mod preprocessor {
         /// The asset attribute called `key` (model, site, install date, ...).
         pub fn asset(&self, key: &str) -> Option<&str> {
             self.asset.iter().find(|a| a.key == key).map(|a| a.value.as_str())
+        }
+
+        /// The device's healthy baseline of `feature` (`history.baseline`).
+        pub fn baseline(&self, feature: &str) -> Option<f64> {
+            history::baseline(&self.device, feature)
         }
     }
 }

@@ -211,6 +211,7 @@ mod tests {
                     ts_ms: ts,
                     seq: None,
                     channels: vec![("vibration".into(), Samples::Burst(vec![0.5; 64]))],
+                    described: Vec::new(),
                 };
                 s.insert_reading(&r, ts).expect("insert");
             }

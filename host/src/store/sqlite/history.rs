@@ -2,7 +2,7 @@
 //! policies ask for.
 
 use super::SqliteStore;
-use crate::store::History;
+use crate::store::{BaselinePeriod, History, median};
 use crate::types::{Alert, Features, Severity};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use std::sync::PoisonError;
@@ -275,6 +275,59 @@ impl History for SqliteStore {
             .and_then(|mut s| s.query_row(params![tenant, device], |r| r.get::<_, Option<i64>>(0)));
         Self::log_error("last-alert-ms", r)
     }
+
+    fn baseline(&self, tenant: &str, device: &str, feature: &str, period: BaselinePeriod) -> Option<f64> {
+        let since = period.since_ms.unwrap_or(i64::MIN);
+        if let Some(b) = self.baselines.get(tenant, device, feature, since) {
+            return Some(b);
+        }
+        let conn = self.conn();
+        let path = Self::feature_path(feature);
+        let r = (|| -> rusqlite::Result<Option<f64>> {
+            let kept: Option<f64> = conn
+                .prepare_cached(
+                    "SELECT value FROM baselines WHERE tenant = ?1 AND device = ?2 AND feature = ?3 AND since_ms = ?4",
+                )?
+                .query_row(params![tenant, device, feature, since], |r| r.get(0))
+                .optional()?;
+            if let Some(b) = kept {
+                self.baselines.put(tenant, device, feature, since, b);
+                return Ok(Some(b));
+            }
+            let start: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT min(ts_ms) FROM features WHERE tenant = ?1 AND device = ?2 AND ts_ms >= ?3",
+                )?
+                .query_row(params![tenant, device, since], |r| r.get(0))?;
+            let Some(start) = start else { return Ok(None) };
+            let end = period.end_ms(start);
+            let values = conn
+                .prepare_cached(
+                    "SELECT json_extract(features, ?3) FROM features
+                     WHERE tenant = ?1 AND device = ?2 AND ts_ms BETWEEN ?4 AND ?5",
+                )?
+                .query_map(params![tenant, device, path, start, end], |r| r.get::<_, Option<f64>>(0))?
+                .filter_map(|v| v.transpose())
+                .collect::<rusqlite::Result<Vec<f64>>>()?;
+            let Some(b) = median(values) else { return Ok(None) };
+            let over: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM features WHERE tenant = ?1 AND device = ?2 AND ts_ms > ?3)",
+                )?
+                .query_row(params![tenant, device, end], |r| r.get(0))?;
+            if over {
+                // Kept in the store: retention may purge the period's windows, the baseline stays.
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO baselines (tenant, device, feature, since_ms, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![tenant, device, feature, since, b])?;
+                self.baselines.put(tenant, device, feature, since, b);
+            }
+            Ok(Some(b))
+        })();
+        Self::log_error("baseline", r)
+    }
 }
 
 fn severity_str(s: Severity) -> &'static str {
@@ -330,6 +383,21 @@ mod tests {
         // NaN binds as NULL: the NOT NULL constraint must fail the write, not skip it silently.
         let nan = OutcomeRow { end_ms: 2, ..row(f32::NAN) };
         assert!(s.insert_outcome(&nan, 0).is_err());
+    }
+
+    #[test]
+    fn baselines_are_medians_of_the_commissioning_period_and_outlive_its_windows() {
+        let (dir, s) = store();
+        crate::store::check_baselines(&s);
+        let period = BaselinePeriod { since_ms: None, minutes: 10.0 };
+        // Retention purges the period's windows: the baseline was kept in the store, and a
+        // store opened afresh (no memo) answers it too.
+        s.purge_before(25 * 60_000).expect("purge");
+        assert_eq!(s.baseline("t", "d", "vibration_rms", period), Some(2.0));
+        drop(s);
+        let again =
+            SqliteStore::open(&dir.path().join("edgepm.db"), super::super::Durability::Normal).expect("open");
+        assert_eq!(again.baseline("t", "d", "vibration_rms", period), Some(2.0));
     }
 
     #[test]

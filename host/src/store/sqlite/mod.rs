@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS parked (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, topic TEXT NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS parked_by_tenant ON parked (tenant, id);
+CREATE TABLE IF NOT EXISTS baselines (
+    tenant TEXT NOT NULL, device TEXT NOT NULL, feature TEXT NOT NULL, since_ms INTEGER NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (tenant, device, feature, since_ms)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deferred (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, device TEXT NOT NULL,
     start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, deferred_ms INTEGER NOT NULL);
@@ -132,6 +135,8 @@ pub struct SqliteStore {
     file_id: Option<(u64, u64)>,
     conn: Mutex<Connection>,
     above: Mutex<HashMap<(String, String), DeviceMemos>>,
+    /// Baselines whose commissioning period is over (also in the `baselines` table).
+    baselines: crate::store::FinalBaselines,
     durability: Durability,
     /// Shared with the checkpoint thread.
     wal: Arc<WalProgress>,
@@ -179,6 +184,7 @@ impl SqliteStore {
             file_id: file_id(path),
             conn: Mutex::new(conn),
             above: Mutex::new(HashMap::new()),
+            baselines: Default::default(),
             durability,
             wal: Arc::new(WalProgress::default()),
         })
@@ -239,12 +245,14 @@ impl SqliteStore {
         self.conn().execute_batch("COMMIT")
     }
 
-    /// Abandons the batch. The memo of `above_since` may describe rolled-back windows: dropped.
+    /// Abandons the batch. The memos of `above_since` and of final baselines may describe
+    /// rolled-back windows: dropped.
     pub fn rollback(&self) {
         if let Err(e) = self.conn().execute_batch("ROLLBACK") {
             warn!(error = %e, "Rolling back the store transaction failed");
         }
         self.above.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.baselines.clear();
     }
 
     /// Deletes readings, features, predictions and alerts older than `before_ms`. Returns the

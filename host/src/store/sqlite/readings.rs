@@ -2,7 +2,7 @@
 //! deferred windows.
 
 use super::SqliteStore;
-use crate::types::{Reading, Samples};
+use crate::types::{Described, Reading, Samples};
 use rusqlite::{OptionalExtension as _, params};
 use tracing::warn;
 
@@ -23,7 +23,7 @@ pub struct DeferredWindow {
 impl SqliteStore {
     /// Stores a reading. `false` when a reading of the same device and time is already stored.
     pub fn insert_reading(&self, r: &Reading, received_ms: i64) -> rusqlite::Result<bool> {
-        let channels = encode_channels(&r.channels);
+        let channels = encode_channels(&r.channels, &r.described);
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "INSERT INTO readings (tenant, device, ts_ms, seq, received_ms, channels)
@@ -186,12 +186,13 @@ fn readings_of(tenant: &str, device: &str, mut rows: rusqlite::Rows<'_>) -> rusq
     while let Some(row) = rows.next()? {
         let (ts_ms, seq, channels): (i64, Option<i64>, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
         match decode_channels(&channels) {
-            Some(channels) => out.push(Reading {
+            Some((channels, described)) => out.push(Reading {
                 tenant: tenant.to_string(),
                 device: device.to_string(),
                 ts_ms,
                 seq,
                 channels,
+                described,
             }),
             None => warn!(tenant, device, ts_ms, "Stored reading has unreadable channels; skipped"),
         }
@@ -205,10 +206,13 @@ const CHANNELS_FORMAT: u8 = 1;
 /// A reading's channels as stored in `readings.channels` — compact, because readings are the
 /// bulk of the store and of its write cost (a JSON text row is 3–4× larger and 4× slower to
 /// insert): a version byte (1), then per channel, sorted by name: the name's length (u8) and
-/// UTF-8 bytes, a kind byte (0 scalar, 1 burst), for a burst its sample count (u32 LE), then the
-/// values as f32 LE.
-pub fn encode_channels(channels: &[(String, Samples)]) -> Vec<u8> {
-    let size: usize = channels.iter().map(|(n, s)| n.len() + 6 + 4 * samples_len(s)).sum();
+/// UTF-8 bytes, a kind byte (0 scalar, 1 burst, 2 burst with its description), for a described
+/// burst its sample rate (f64 LE, NaN when not given) and unit (length u8, UTF-8), for a burst its
+/// sample count (u32 LE), then the values as f32 LE. A description of a scalar channel is not
+/// kept (readings describe bursts).
+pub fn encode_channels(channels: &[(String, Samples)], described: &[Described]) -> Vec<u8> {
+    let size: usize = channels.iter().map(|(n, s)| n.len() + 6 + 4 * samples_len(s)).sum::<usize>()
+        + described.iter().map(|d| 9 + d.unit.as_ref().map_or(0, String::len)).sum::<usize>();
     let mut out = Vec::with_capacity(1 + size);
     out.push(CHANNELS_FORMAT);
     for (name, s) in channels {
@@ -226,7 +230,20 @@ pub fn encode_channels(channels: &[(String, Samples)]) -> Vec<u8> {
                 out.extend_from_slice(&x.to_le_bytes());
             }
             Samples::Burst(xs) => {
-                out.push(1);
+                match described.iter().find(|d| &d.channel == name) {
+                    None => out.push(1),
+                    Some(d) => {
+                        out.push(2);
+                        out.extend_from_slice(&d.fs_hz.unwrap_or(f64::NAN).to_le_bytes());
+                        let unit = d.unit.as_deref().unwrap_or("");
+                        let mut cut = unit.len().min(255);
+                        while !unit.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        out.push(cut as u8);
+                        out.extend_from_slice(&unit.as_bytes()[..cut]);
+                    }
+                }
                 out.extend_from_slice(&(xs.len() as u32).to_le_bytes());
                 for x in xs {
                     out.extend_from_slice(&x.to_le_bytes());
@@ -244,8 +261,11 @@ fn samples_len(s: &Samples) -> usize {
     }
 }
 
+/// A reading's channels and their descriptions, as [`decode_channels`] reads them back.
+pub type StoredChannels = (Vec<(String, Samples)>, Vec<Described>);
+
 /// Reads [`encode_channels`]; `None` for anything malformed.
-pub fn decode_channels(mut b: &[u8]) -> Option<Vec<(String, Samples)>> {
+pub fn decode_channels(mut b: &[u8]) -> Option<StoredChannels> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = (b.get(..n)?, b.get(n..)?);
         *b = tail;
@@ -256,12 +276,24 @@ pub fn decode_channels(mut b: &[u8]) -> Option<Vec<(String, Samples)>> {
         return None;
     }
     let mut out = Vec::new();
+    let mut described = Vec::new();
     while !b.is_empty() {
         let len = take(&mut b, 1)?[0] as usize;
         let name = std::str::from_utf8(take(&mut b, len)?).ok()?.to_string();
-        let samples = match take(&mut b, 1)?[0] {
+        let kind = take(&mut b, 1)?[0];
+        if kind == 2 {
+            let fs = f64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+            let len = take(&mut b, 1)?[0] as usize;
+            let unit = std::str::from_utf8(take(&mut b, len)?).ok()?;
+            described.push(Described {
+                channel: name.clone(),
+                fs_hz: (!fs.is_nan()).then_some(fs),
+                unit: (!unit.is_empty()).then(|| unit.to_string()),
+            });
+        }
+        let samples = match kind {
             0 => Samples::Scalar(f32_at(take(&mut b, 4)?)),
-            1 => {
+            1 | 2 => {
                 let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
                 let raw = take(&mut b, n.checked_mul(4)?)?;
                 Samples::Burst(raw.chunks_exact(4).map(f32_at).collect())
@@ -270,7 +302,7 @@ pub fn decode_channels(mut b: &[u8]) -> Option<Vec<(String, Samples)>> {
         };
         out.push((name, samples));
     }
-    Some(out)
+    Some((out, described))
 }
 
 #[cfg(test)]
@@ -284,9 +316,15 @@ mod tests {
             ("t".to_string(), Samples::Scalar(61.7)),
             ("v".to_string(), Samples::Burst(vec![0.1234, -2.5])),
         ];
-        let b = encode_channels(&c);
+        let b = encode_channels(&c, &[]);
         assert_eq!(b.len(), 1 + (2 + 1 + 4) + (2 + 1 + 4 + 8));
-        assert_eq!(decode_channels(&b), Some(c));
+        assert_eq!(decode_channels(&b), Some((c.clone(), vec![])));
+        assert_eq!(decode_channels(&b[..b.len() - 1]), None);
+        // A described burst keeps its sample rate and unit (kind 2: 8 + 1 + 1 more bytes).
+        let d = vec![Described { channel: "v".into(), fs_hz: Some(25_600.0), unit: Some("g".into()) }];
+        let b = encode_channels(&c, &d);
+        assert_eq!(b.len(), 1 + (2 + 1 + 4) + (2 + 1 + 8 + 2 + 4 + 8));
+        assert_eq!(decode_channels(&b), Some((c, d)));
         assert_eq!(decode_channels(&b[..b.len() - 1]), None);
         assert_eq!(decode_channels(b"{\"v\": 1}"), None);
     }
@@ -302,6 +340,11 @@ mod tests {
             channels: vec![
                 ("temperature".into(), Samples::Scalar(61.5)),
                 ("vibration".into(), Samples::Burst(vec![0.25, -1.5])),
+                ("vibration_y".into(), Samples::Burst(vec![0.5])),
+            ],
+            described: vec![
+                Described { channel: "vibration".into(), fs_hz: Some(25_600.0), unit: Some("g".into()) },
+                Described { channel: "vibration_y".into(), fs_hz: None, unit: Some("m/s²".into()) },
             ],
         };
         assert!(s.insert_reading(&r, 1).expect("insert"));
@@ -322,7 +365,7 @@ mod tests {
                 .into_iter()
                 .map(|(name, burst, x)| (name, burst.map_or(Samples::Scalar(x), Samples::Burst)))
                 .collect();
-            let back = decode_channels(&encode_channels(&channels)).expect("reads back");
+            let (back, _) = decode_channels(&encode_channels(&channels, &[])).expect("reads back");
             proptest::prop_assert_eq!(back.len(), channels.len());
             for ((name, samples), (name_back, samples_back)) in channels.iter().zip(&back) {
                 // Names longer than 255 bytes come back cut at a character boundary.

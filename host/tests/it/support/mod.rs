@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BEARING_FEATURES: &str = env!("EDGEPM_WASM_BEARING_FEATURES");
+pub const BEARING_SPECTRUM: &str = env!("EDGEPM_WASM_BEARING_SPECTRUM");
 pub const MODEL_SCORE: &str = env!("EDGEPM_WASM_MODEL_SCORE");
 pub const THRESHOLD_POLICY: &str = env!("EDGEPM_WASM_THRESHOLD_POLICY");
 pub const CHAOS_POLICY: &str = env!("EDGEPM_WASM_CHAOS_POLICY");
@@ -181,9 +182,9 @@ pub fn window(tenant: &str, device: &str, n: usize, end_ms: i64, wear: f32) -> W
         end_ms,
         timestamps_ms,
         channels: vec![
-            Channel { name: "vibration".into(), samples: vibration, samples_per_reading: 64 },
-            Channel { name: "temperature".into(), samples: temperature, samples_per_reading: 1 },
-            Channel { name: "current".into(), samples: current, samples_per_reading: 1 },
+            Channel::new("vibration", vibration, 64),
+            Channel::new("temperature", temperature, 1),
+            Channel::new("current", current, 1),
         ],
         asset: vec![("site".into(), "plant-1".into())],
     }
