@@ -553,7 +553,7 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_rejected_with_a_reason() {
-        let huge_array = format!(r#"{{"ts":{NOW},"vibration":[{}]}}"#, vec!["0.1"; 5000].join(","));
+        let huge_array = format!(r#"{{"ts":{NOW},"vibration":[{}]}}"#, vec!["0.1"; 20_000].join(","));
         let many_channels = format!(
             r#"{{"ts":{NOW},{}}}"#,
             (0..40).map(|i| format!(r#""c{i}":1"#)).collect::<Vec<_>>().join(",")
@@ -648,7 +648,7 @@ mod tests {
             (r#"{"data":"!!!!","encoding":"f32le"}"#, "not base64"),
             (r#"{"data":"AAAA","encoding":"f32le"}"#, "not a whole number"),
             (r#"{"data":"AAAAAAAAAAAAAAAAAAAAAAAAAAAA","encoding":"i16le"}"#, "the limit is 4"),
-            (r#"{"data":"AAAA","encoding":"i16le","scale":0}"#, "scale must be"),
+            (r#"{"data":"AAAAAA==","encoding":"i16le","scale":0}"#, "scale must be"),
             (r#"{"data":"AAAAAA==","encoding":"f32le","scale":2}"#, "scale applies to i16le only"),
             (r#"{"data":"AACAfw==","encoding":"f32le"}"#, "not a finite number"),
         ] {

@@ -1,5 +1,6 @@
-//! Recorded vibration bursts: numpy `.npz` files of snapshots, such as the FEMTO/PRONOSTIA
-//! run-to-failure set, read for `edgepm spectrum` (and, next, `edgepm replay`).
+//! Recorded vibration bursts, such as the FEMTO/PRONOSTIA run-to-failure set, read for
+//! `edgepm spectrum` and `edgepm replay`: a numpy `.npz` file of snapshots ([`load_npz`]) or a
+//! folder of CSV files, one per snapshot ([`load_csv_dir`]); [`load`] takes either.
 //!
 //! The arrays of a recording (`np.savez[_compressed]`):
 //! - `t_s`: when each snapshot was taken, seconds (float, one per snapshot);
@@ -91,18 +92,10 @@ pub fn load_npz(path: &Path) -> anyhow::Result<Recording> {
     anyhow::ensure!(t_s.windows(2).all(|w| w[0] < w[1]), "{}: t_s is not increasing", path.display());
     let mut axes = Vec::new();
     for (name, a) in &arrays {
-        let Some((axis, unit)) = name.rsplit_once('_') else { continue };
-        let (unit, scale) = match unit {
-            "g" => (Unit::G, 1.0),
-            "mg" => (Unit::G, 1e-3),
-            "ms2" => (Unit::MetersPerSecond2, 1.0),
-            "s" if axis.ends_with("_mm") => (Unit::MillimetersPerSecond, 1.0),
-            _ => continue,
-        };
+        let Some((axis, unit, scale)) = axis_of(name) else { continue };
         if a.shape.len() != 2 {
             continue;
         }
-        let axis = axis.trim_end_matches("_mm").to_string();
         let (rows, cols) = (a.shape[0] as usize, a.shape[1] as usize);
         anyhow::ensure!(
             rows == t_s.len(),
@@ -130,6 +123,157 @@ pub fn load_npz(path: &Path) -> anyhow::Result<Recording> {
         t_s,
         axes,
     })
+}
+
+/// A recording from `path`: a folder with a `recording.toml` is a folder of CSV snapshots
+/// ([`load_csv_dir`]), anything else a `.npz` file ([`load_npz`]).
+pub fn load(path: &Path) -> anyhow::Result<Recording> {
+    if path.join(CSV_DESCRIPTION).is_file() { load_csv_dir(path) } else { load_npz(path) }
+}
+
+/// The file that makes a folder a recording of CSV snapshots.
+pub const CSV_DESCRIPTION: &str = "recording.toml";
+
+/// `recording.toml` of a folder of CSV snapshots.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsvDescription {
+    /// Samples per second of every snapshot.
+    fs_hz: f64,
+    /// Shaft speed.
+    rpm: Option<f64>,
+    /// Seconds between two snapshots, when the files carry no time.
+    period_s: Option<f64>,
+    /// Column names of files without a header row (FEMTO's `acc_*.csv`:
+    /// `["hour", "minute", "second", "microsecond", "horiz_g", "vert_g"]`).
+    columns: Option<Vec<String>>,
+}
+
+/// Reads a folder of CSV snapshots: every `*.csv` file but those named in the description is
+/// one snapshot, in file-name order, one row per sample. Its axis columns are named
+/// `<axis>_<unit>` as in a `.npz` (`horiz_g`, `vert_mg`, `x_ms2`, `x_mm_s`); the columns come
+/// from a header row, or from `columns` in `recording.toml` for files without one. A snapshot's
+/// time is its first row's `t_s` column, or `hour`, `minute`, `second`, `microsecond` (FEMTO's,
+/// a day boundary crossed when they go back), or else its index × `period_s`. `recording.toml`
+/// gives `fs_hz` and optionally `rpm`.
+pub fn load_csv_dir(dir: &Path) -> anyhow::Result<Recording> {
+    let at = |what: &str| format!("{}: {what}", dir.display());
+    let text = std::fs::read_to_string(dir.join(CSV_DESCRIPTION)).with_context(|| at(CSV_DESCRIPTION))?;
+    let d: CsvDescription = toml::from_str(&text).with_context(|| at(CSV_DESCRIPTION))?;
+    anyhow::ensure!(
+        d.fs_hz > 0.0 && d.fs_hz.is_finite(),
+        "{}",
+        at(&format!("fs_hz {} is not a sample rate", d.fs_hz))
+    );
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| at("reading the folder"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "{}", at("no .csv snapshot"));
+    let mut axes: Vec<Axis> = Vec::new();
+    let mut t_s = Vec::with_capacity(files.len());
+    let mut day = 0.0;
+    for (i, file) in files.iter().enumerate() {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(d.columns.is_none())
+            .trim(csv::Trim::All)
+            .from_path(file)
+            .with_context(|| at(&name))?;
+        let columns: Vec<String> = match &d.columns {
+            Some(c) => c.clone(),
+            None => reader.headers().with_context(|| at(&name))?.iter().map(str::to_string).collect(),
+        };
+        let mut values: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
+        for (row, record) in reader.records().enumerate() {
+            let record = record.with_context(|| at(&name))?;
+            anyhow::ensure!(
+                record.len() == columns.len(),
+                "{}",
+                at(&format!("{name} row {}: {} values for {} columns", row + 1, record.len(), columns.len()))
+            );
+            for (c, v) in record.iter().enumerate() {
+                let x: f64 = v.parse().map_err(|_| {
+                    anyhow::anyhow!("{}", at(&format!("{name} row {}: {v:?} is not a number", row + 1)))
+                })?;
+                values[c].push(x);
+            }
+        }
+        anyhow::ensure!(
+            values.first().is_some_and(|v| !v.is_empty()),
+            "{}",
+            at(&format!("{name}: no samples"))
+        );
+        let first = |col: &str| columns.iter().position(|c| c == col).map(|i| values[i][0]);
+        let t = if let Some(t) = first("t_s") {
+            t
+        } else if let (Some(h), Some(m), Some(s), Some(us)) =
+            (first("hour"), first("minute"), first("second"), first("microsecond"))
+        {
+            let of_day = h * 3600.0 + m * 60.0 + s + us * 1e-6;
+            if t_s.last().is_some_and(|&last: &f64| of_day + day < last) {
+                day += 86_400.0;
+            }
+            of_day + day
+        } else {
+            let period = d.period_s.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}",
+                    at("the files carry no time (t_s or hour/minute/second/microsecond): set period_s")
+                )
+            })?;
+            i as f64 * period
+        };
+        if let Some(&last) = t_s.last() {
+            anyhow::ensure!(t > last, "{}", at(&format!("{name} is not later than the snapshot before it")));
+        }
+        t_s.push(t);
+        let mut found = 0;
+        for (c, column) in columns.iter().enumerate() {
+            let Some((axis, unit, scale)) = axis_of(column) else { continue };
+            found += 1;
+            let burst: Vec<f32> = values[c].iter().map(|&v| (v * scale) as f32).collect();
+            match axes.iter_mut().find(|a| a.name == axis) {
+                Some(a) => a.snapshots.push(burst),
+                None if i == 0 => axes.push(Axis { name: axis, unit, snapshots: vec![burst] }),
+                None => {
+                    anyhow::bail!("{}", at(&format!("{name} has axis {axis:?}, the first snapshot has not")))
+                }
+            }
+        }
+        anyhow::ensure!(
+            found == axes.len() && found > 0,
+            "{}",
+            at(&format!(
+                "{name}: needs the same axis columns as the first snapshot (<axis>_g, _mg, _ms2 or _mm_s)"
+            ))
+        );
+    }
+    axes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Recording {
+        name: dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        fs_hz: d.fs_hz,
+        rpm: d.rpm,
+        t_s,
+        axes,
+    })
+}
+
+/// `<axis>_<unit>` → (axis, unit, scale to the unit): `g`, `mg` (to g), `ms2`, `mm_s`.
+fn axis_of(name: &str) -> Option<(String, Unit, f64)> {
+    let (axis, unit) = name.rsplit_once('_')?;
+    let (unit, scale) = match unit {
+        "g" => (Unit::G, 1.0),
+        "mg" => (Unit::G, 1e-3),
+        "ms2" => (Unit::MetersPerSecond2, 1.0),
+        "s" if axis.ends_with("_mm") => (Unit::MillimetersPerSecond, 1.0),
+        _ => return None,
+    };
+    let axis = axis.trim_end_matches("_mm");
+    (!axis.is_empty()).then(|| (axis.to_string(), unit, scale))
 }
 
 /// Writes `rec` as a `.npz` that [`load_npz`] (and numpy) reads: `t_s`, `fs_hz`, `rpm` if known,
@@ -323,6 +467,53 @@ pub fn onsets(rows: &[SnapshotFeatures], k: f64) -> Vec<Onset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_of_femto_csv_snapshots_reads_as_its_recording() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // FEMTO's own format: no header; hour, minute, second, microsecond, horizontal, vertical
+        // acceleration in g — three snapshots across midnight.
+        let times = [(23, 59, 50, 0), (23, 59, 59, 900_000), (0, 0, 9, 500_000)];
+        for (i, (h, m, s, us)) in times.iter().enumerate() {
+            let rows: String =
+                (0..4).map(|k| format!("{h},{m},{s},{us},{},{}\n", 0.1 * k as f64, -(i as f64))).collect();
+            std::fs::write(dir.path().join(format!("acc_{:05}.csv", i + 1)), rows).expect("csv");
+        }
+        std::fs::write(
+            dir.path().join(CSV_DESCRIPTION),
+            "fs_hz = 25600\nrpm = 1800\ncolumns = [\"hour\", \"minute\", \"second\", \"microsecond\", \"horiz_g\", \"vert_mg\"]\n",
+        )
+        .expect("toml");
+        let rec = load(dir.path()).expect("a CSV recording");
+        assert_eq!((rec.fs_hz, rec.rpm), (25_600.0, Some(1_800.0)));
+        let day = 86_400.0;
+        assert_eq!(rec.t_s, vec![86_390.0, 86_399.9, day + 9.5]);
+        assert_eq!(rec.axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["horiz", "vert"]);
+        assert_eq!(rec.axes[0].snapshots[1], vec![0.0, 0.1, 0.2, 0.3f32]);
+        assert_eq!(rec.axes[1].snapshots[2], vec![-0.002f32; 4], "mg read in g");
+        assert_eq!(rec.axes[0].unit, Unit::G);
+
+        // With a header, a t_s column or none (then period_s); and what is wrong is named.
+        let other = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| std::fs::write(other.path().join(name), text).expect("write");
+        write(CSV_DESCRIPTION, "fs_hz = 1000\nperiod_s = 10\n");
+        write("s1.csv", "x_ms2,temperature\n1,20\n2,20\n");
+        write("s2.csv", "x_ms2,temperature\n3,20\n4,21\n");
+        let rec = load(other.path()).expect("header and period_s");
+        assert_eq!((rec.t_s.clone(), rec.axes[0].unit), (vec![0.0, 10.0], Unit::MetersPerSecond2));
+        write("s3.csv", "x_ms2\n5\nloud\n");
+        let e = load(other.path()).expect_err("not a number").to_string();
+        assert!(e.contains("s3.csv row 2: \"loud\" is not a number"), "{e}");
+        write("s3.csv", "y_g\n5\n");
+        let e = format!("{:#}", load(other.path()).expect_err("another axis"));
+        assert!(e.contains("s3.csv has axis \"y\""), "{e}");
+        write("s3.csv", "x_ms2\n5\n");
+        write(CSV_DESCRIPTION, "fs_hz = 1000\n");
+        let e = load(other.path()).expect_err("no time").to_string();
+        assert!(e.contains("set period_s"), "{e}");
+        write(CSV_DESCRIPTION, "fs_hz = 0\n");
+        assert!(load(other.path()).expect_err("no rate").to_string().contains("not a sample rate"));
+    }
 
     fn npy<T: npyz::AutoSerialize + Copy>(shape: &[u64], values: &[T]) -> Vec<u8> {
         super::npy(shape, values).expect("npy")

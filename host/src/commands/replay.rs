@@ -15,8 +15,9 @@ pub struct ReplayArgs {
     /// Input CSV (one reading per row, with a header).
     #[arg(long, required_unless_present = "recording", conflicts_with = "recording")]
     csv: Option<PathBuf>,
-    /// Or a recording of bursts (.npz: t_s, fs_hz, rpm, one snapshots × samples array per axis,
-    /// e.g. FEMTO's horiz_mg): one reading per snapshot, the burst as channel `vibration`.
+    /// Or a recording of bursts: a .npz (t_s, fs_hz, rpm, one snapshots × samples array per axis,
+    /// e.g. FEMTO's horiz_mg) or a folder of CSV snapshots with a recording.toml (fs_hz, rpm,
+    /// columns, period_s): one reading per snapshot, the burst as channel `vibration`.
     #[arg(long)]
     recording: Option<PathBuf>,
     /// The recording's axis read as `vibration` (default: the first by name); the others come
@@ -60,7 +61,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let host = args.folders.open_host()?;
     if let Some(path) = &args.recording {
-        let rec = edgepm::recordings::load_npz(path)?;
+        let rec = edgepm::recordings::load(path)?;
         let output =
             std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let opts = edgepm::replay::RecordingOptions {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct SpectrumArgs {
     /// A recording (.npz: t_s, fs_hz, rpm and one snapshots × samples array per axis, e.g.
-    /// horiz_mg) or a folder of them.
+    /// horiz_mg), a folder of them, or a folder of CSV snapshots with a recording.toml.
     #[arg(long)]
     pub recording: PathBuf,
     /// The bearing: balls, ball diameter (mm), pitch diameter (mm), contact angle (°).
@@ -41,7 +41,7 @@ fn parse_geometry(s: &str) -> Result<Geometry, String> {
 }
 
 fn recordings_in(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_dir() {
+    if path.is_dir() && !path.join(recordings::CSV_DESCRIPTION).is_file() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -68,7 +68,7 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<ExitCode> {
         eprintln!("bearing: FEMTO/PRONOSTIA's (13 balls, 3.5 mm, pitch 25.6 mm, 0°); --bearing for another");
     }
     for file in recordings_in(&args.recording)? {
-        let rec = recordings::load_npz(&file)?;
+        let rec = recordings::load(&file)?;
         let rpm = args
             .rpm
             .or(rec.rpm)

@@ -23,3 +23,4 @@ mod report;
 mod spectrum;
 mod support;
 mod telemetry;
+mod vibration;

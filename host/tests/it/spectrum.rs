@@ -240,3 +240,45 @@ fn a_recordings_features_are_relative_to_the_machines_own_baseline() {
     let j = bearing_spectrum::FEATURE_NAMES.iter().position(|n| *n == "vib_rms_rel").expect("column");
     assert_eq!(rows.iter().map(|r| r[j]).collect::<Vec<_>>(), rel);
 }
+
+#[test]
+fn a_folder_of_csv_snapshots_replays_as_the_same_recording_in_npz() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let npz = dir.path().join("run.npz");
+    recording(&npz, true);
+    let rec = edgepm::recordings::load_npz(&npz).expect("loads");
+    // The same snapshots as a folder of CSV files, one per snapshot, with a header and a t_s column.
+    let folder = dir.path().join("csv").join("run");
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(folder.join("recording.toml"), "fs_hz = 25600\nrpm = 1800\n").expect("toml");
+    for (i, t) in rec.t_s.iter().enumerate() {
+        let mut text = String::from("t_s,x_g\n");
+        for x in &rec.axes[0].snapshots[i] {
+            text.push_str(&format!("{t},{x}\n"));
+        }
+        std::fs::write(folder.join(format!("snapshot_{i:04}.csv")), text).expect("csv");
+    }
+    let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
+    vibration_features_tenant(&plugins);
+    std::fs::create_dir_all(&models).expect("models dir");
+    let features = |recording: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .args(["replay", "--tenant", "vibration", "--features-only", "--plugins-dir"])
+            .arg(&plugins)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("--recording")
+            .arg(recording)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("edgepm replay");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).expect("features")
+    };
+    let (from_npz, from_csv) = (features(&npz, "npz.csv"), features(&folder, "csv.csv"));
+    assert_eq!(from_csv.lines().count(), 38);
+    assert_eq!(from_csv, from_npz, "the same snapshots give the same features, whatever the file format");
+}

@@ -185,7 +185,7 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
     let Setup { mut host, broker, data: _data, root } = serve_acme(TENANT_TOML);
     let sub = broker.subscribe(&["edgepm/+/deadletter"]);
     let now = now_ms();
-    let huge: Vec<String> = (0..5000).map(|i| format!("{}", i % 7)).collect();
+    let huge: Vec<String> = (0..20_000).map(|i| format!("{}", i % 7)).collect();
     let garbage: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let ok_topic = "edgepm/acme/M1/telemetry";
     let corpus: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -201,7 +201,7 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
         ),
         (
             ok_topic,
-            format!("{{\"ts\": {}, \"vibration\": [{}]}}", now, huge[..4097].join(",")).into_bytes(),
+            format!("{{\"ts\": {}, \"vibration\": [{}]}}", now, huge[..16_385].join(",")).into_bytes(),
             "too_many_values",
         ),
         (
@@ -215,6 +215,12 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
             "stale_timestamp",
         ),
         (ok_topic, b"{\"ts\": \"yesterday\", \"current\": 1}".to_vec(), "bad_timestamp"),
+        (
+            ok_topic,
+            format!("{{\"ts\": {now}, \"vibration\": {{\"fs_hz\": 25600, \"encoding\": \"f64le\", \"data\": \"AAAA\"}}}}")
+                .into_bytes(),
+            "bad_burst",
+        ),
         (ok_topic, b"[1, 2, 3]".to_vec(), "malformed"),
         (
             ok_topic,
@@ -274,9 +280,10 @@ fn malformed_messages_are_dead_lettered_while_good_readings_keep_flowing() {
             rejected("malformed"),
             rejected("too_large"),
             rejected("too_many_values"),
-            rejected("unknown_tenant")
+            rejected("unknown_tenant"),
+            rejected("bad_burst")
         ],
-        [4.0, 1.0, 2.0, 1.0],
+        [4.0, 1.0, 2.0, 1.0, 1.0],
         "{metrics}"
     );
     let stored = crate::support::metric(&metrics, "edgepm_readings_total", &[("tenant", "acme")]);
