@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 motors=${1:-300}
-venv=${EDGEPM_MODELS_VENV:-$HOME/.cache/edgepm-models-venv}
-if [ ! -x "$venv/bin/python" ] || ! cmp -s models/requirements.txt "$venv/.edgepm-requirements"; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r models/requirements.txt
-  cp models/requirements.txt "$venv/.edgepm-requirements"
-fi
+source scripts/lib/models-venv.sh
 source scripts/lib/toolchain.sh
 cargo build --release --locked -p edgepm
 edgepm=${CARGO_TARGET_DIR:-target}/release/edgepm

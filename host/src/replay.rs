@@ -112,16 +112,7 @@ pub fn replay(
         .collect();
     let names: Vec<String> = headers.iter().map(channel_name).collect();
     let mut out = csv::Writer::from_writer(output);
-    out.write_record([
-        "row_id",
-        "device",
-        "timestamp",
-        "probability",
-        "is_failure",
-        "model",
-        "alerts",
-        "top_feature",
-    ])?;
+    out.write_record(["row_id", "device", "timestamp"].into_iter().chain(OUTCOME_COLUMNS))?;
     let mut windows: HashMap<String, DeviceWindows> = HashMap::new();
     let mut assets: HashMap<String, Vec<(String, String)>> = HashMap::new();
     // Row ids of each device's recent readings by time: the row that completes a window names
@@ -290,11 +281,7 @@ pub fn replay_recording(
                 Ok(f) => {
                     if !header_written {
                         let names = f.names.iter().map(String::as_str);
-                        out.write_record(
-                            ["snapshot", "device", "timestamp", "minutes_to_end", "life"]
-                                .into_iter()
-                                .chain(names),
-                        )?;
+                        out.write_record(RECORDING_COLUMNS.into_iter().chain(names))?;
                         header_written = true;
                     }
                     out.write_record(when.iter().cloned().chain(f.values.iter().map(|v| v.to_string())))?;
@@ -307,18 +294,7 @@ pub fn replay_recording(
             continue;
         }
         if !header_written {
-            out.write_record([
-                "snapshot",
-                "device",
-                "timestamp",
-                "minutes_to_end",
-                "life",
-                "probability",
-                "is_failure",
-                "model",
-                "alerts",
-                "top_feature",
-            ])?;
+            out.write_record(RECORDING_COLUMNS.into_iter().chain(OUTCOME_COLUMNS))?;
             header_written = true;
         }
         for (_, outcome) in process_windows(host, vec![window], None) {
@@ -341,6 +317,12 @@ pub fn replay_recording(
     out.flush()?;
     Ok(summary)
 }
+
+/// What a recording's replay writes of each window before its outcome or features.
+const RECORDING_COLUMNS: [&str; 5] = ["snapshot", "device", "timestamp", "minutes_to_end", "life"];
+
+/// The outcome columns both replays write, [`outcome_columns`] their values.
+const OUTCOME_COLUMNS: [&str; 5] = ["probability", "is_failure", "model", "alerts", "top_feature"];
 
 /// probability, is_failure, model, alerts, top_feature: the columns both replays write.
 fn outcome_columns(o: &crate::pipeline::WindowOutcome) -> [String; 5] {

@@ -107,6 +107,28 @@ fn the_spectrum_of_a_recording_shows_when_its_outer_race_defect_began() {
     assert!(!ok && err.contains("pitch"), "{err}");
 }
 
+/// `edgepm replay --tenant <tenant> --recording <recording> --out <out>` on the given folders.
+fn replay(
+    tenant: &str,
+    (plugins, models): (&Path, &Path),
+    recording: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["replay", "--tenant", tenant, "--plugins-dir"])
+        .arg(plugins)
+        .arg("--models-dir")
+        .arg(models)
+        .arg("--recording")
+        .arg(recording)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("edgepm replay")
+}
+
 #[test]
 fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot() {
     let _timing = crate::support::shared();
@@ -114,8 +136,7 @@ fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot(
     let file = dir.path().join("run.npz");
     recording(&file, true);
     let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
-    let edgepm = || Command::new(env!("CARGO_BIN_EXE_edgepm"));
-    let o = edgepm()
+    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
         .args(["tenant", "deploy", "bearing", "--plugins-dir"])
         .arg(&plugins)
         .arg("--models-dir")
@@ -124,21 +145,7 @@ fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot(
         .expect("edgepm tenant deploy");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = dir.path().join("predictions.csv");
-    let replay = |extra: &[&str]| {
-        edgepm()
-            .args(["replay", "--tenant", "bearing", "--plugins-dir"])
-            .arg(&plugins)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("--recording")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .expect("edgepm replay")
-    };
-    let o = replay(&[]);
+    let o = replay("bearing", (&plugins, &models), &file, &out, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
     // 40 snapshots, windows of 32 readings every 8: two windows, ending at snapshots 31 and 39.
@@ -152,7 +159,7 @@ fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot(
     assert_eq!(rows[1][3], "1.33", "8 snapshots of 10 s before the end");
     assert!(rows[1..].iter().all(|r| r[5].parse::<f64>().is_ok_and(|p| (0.0..=1.0).contains(&p))), "{text}");
     assert!(rows[1..].iter().all(|r| r[7].starts_with("bearing-xgb@")), "{text}");
-    let o = replay(&["--axis", "z"]);
+    let o = replay("bearing", (&plugins, &models), &file, &out, &["--axis", "z"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no axis \"z\" (it has x)"), "{err}");
 }
@@ -187,18 +194,8 @@ fn a_recordings_features_are_relative_to_the_machines_own_baseline() {
     std::fs::create_dir_all(&models).expect("models dir");
     let out = dir.path().join("features.csv");
     let features = |extra: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-            .args(["replay", "--tenant", "vibration", "--features-only", "--plugins-dir"])
-            .arg(&plugins)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("--recording")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .expect("edgepm replay --features-only");
+        let args = [&["--features-only"], extra].concat();
+        let o = replay("vibration", (&plugins, &models), &file, &out, &args);
         let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
         assert!(stdout.contains("40 snapshots, features of 37 windows; 0 windows failed"), "{stdout}");
@@ -264,17 +261,7 @@ fn a_folder_of_csv_snapshots_replays_as_the_same_recording_in_npz() {
     std::fs::create_dir_all(&models).expect("models dir");
     let features = |recording: &Path, out: &str| {
         let out = dir.path().join(out);
-        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-            .args(["replay", "--tenant", "vibration", "--features-only", "--plugins-dir"])
-            .arg(&plugins)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("--recording")
-            .arg(recording)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .expect("edgepm replay");
+        let o = replay("vibration", (&plugins, &models), recording, &out, &["--features-only"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::read_to_string(out).expect("features")
     };

@@ -33,24 +33,10 @@ use bearing_dsp::spectrum::{self, BurstSpectrum, DefectFrequencies, HZ_BANDS, Un
 /// Readings per window when the tenant does not set `window_size`.
 pub const DEFAULT_WINDOW_SIZE: u32 = 4;
 
-/// Levels: divided by their baseline in the `*_rel` features.
-const LEVELS: [&str; 13] = [
-    "vib_rms_g",
-    "vib_peak_g",
-    "vib_velocity_mm_s",
-    "vib_band_10_500hz",
-    "vib_band_500_1000hz",
-    "vib_band_1000_2000hz",
-    "vib_band_2000_4000hz",
-    "vib_band_4000_8000hz",
-    "vib_band_8000_12800hz",
-    "vib_bpfo_g",
-    "vib_bpfi_g",
-    "vib_bsf_g",
-    "vib_ftf_g",
-];
+/// Levels: divided by their baseline in the `*_rel` features (the first 13 features).
+const LEVELS: &[&str] = FEATURE_NAMES.split_at(13).0;
 /// Which [`LEVELS`] are energies (their ratio's square root is the amplitude ratio).
-const IS_ENERGY: [bool; 13] =
+const IS_ENERGY: [bool; LEVELS.len()] =
     [false, false, false, true, true, true, true, true, true, false, false, false, false];
 
 /// Names of the features, in the order [`compute`] writes them.
