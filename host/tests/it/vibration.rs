@@ -81,20 +81,25 @@ fn accelerometer_bursts_are_scored_against_each_machines_own_baseline() {
     let registered = wait_until(Duration::from_secs(20), || host.count("SELECT count(*) FROM assets") == 1);
     assert!(registered.is_some(), "the asset record is stored");
 
-    // 20 healthy bursts, then 10 with an outer-race defect, 10 s apart, ending a minute ago.
+    // 20 healthy bursts, then 10 with an outer-race defect, 10 s apart, ending a minute ago —
+    // sent as a sensor sends them, over time: the healthy ones first, the failing ones once those
+    // were scored (windows that complete in one batch are preprocessed together, before any of
+    // them is recorded: a baseline sees the windows of earlier batches).
     let (healthy, failing) = (20usize, 10usize);
     let start = edgepm::clock::now_ms() - 60_000 - (healthy + failing) as i64 * 10_000;
     let lines: Vec<String> = (0..healthy + failing)
         .map(|i| payload(start + i as i64 * 10_000, &burst(i as u64, i >= healthy)))
         .collect();
     assert!(lines[0].len() < 8_000, "compact: {} bytes for 2,560 samples", lines[0].len());
-    broker.publish_lines("edgepm/vibration/PUMP-7/telemetry", &lines);
+    let predictions_seen =
+        |m: &[(String, String)]| m.iter().filter(|(t, _)| t.ends_with("/prediction")).count();
+    broker.publish_lines("edgepm/vibration/PUMP-7/telemetry", &lines[..healthy]);
+    sub.wait_for(Duration::from_secs(60), |m| predictions_seen(m) >= healthy - 3);
+    broker.publish_lines("edgepm/vibration/PUMP-7/telemetry", &lines[healthy..]);
 
     // Windows of 4 readings, one per reading: 27 predictions, seen by a separate subscriber.
     let windows = healthy + failing - 3;
-    let msgs = sub.wait_for(Duration::from_secs(60), |m| {
-        m.iter().filter(|(t, _)| t.ends_with("/prediction")).count() >= windows
-    });
+    let msgs = sub.wait_for(Duration::from_secs(60), |m| predictions_seen(m) >= windows);
     let predictions: Vec<Value> = msgs
         .iter()
         .filter(|(t, _)| t == "edgepm/vibration/PUMP-7/prediction")
