@@ -11,6 +11,7 @@ use crate::types::{Decision, Features, Score, Stage, Window};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,23 +118,64 @@ struct Pending {
 /// one window's calls (each bounded by its deadline).
 ///
 /// The outcomes come lazily: the caller stores each before the next window's policy runs (the
-/// policy's `last-alert-ms` must see the alert of the window before it).
+/// policy's `last-alert-ms` must see the alert of the window before it). Windows are taken in
+/// [`rounds`] without two windows of one device, so a preprocessor's `history` (baselines) sees
+/// the device's windows before its own even when a backlog completes many in one batch.
 pub fn process_windows(
     host: &PluginHost,
     windows: Vec<Window>,
     budget: Option<Duration>,
 ) -> impl Iterator<Item = (WindowId, Result<WindowOutcome, PipelineError>)> + '_ {
-    let mut snapshots: HashMap<String, Arc<TenantPipeline>> = HashMap::new();
+    let group = Rc::new(Group {
+        snapshots: RefCell::default(),
+        // Tenants one of whose calls trapped in this group: a quarantine may have replaced a
+        // version, and their later windows take the replacement (see `newer`).
+        trapped: Trapped::default(),
+        spent: Spent { budget, used: RefCell::default() },
+    });
+    rounds(windows).into_iter().flat_map(move |round| process_round(host, round, group.clone()))
+}
+
+/// The windows cut, in order, into rounds in which no device has two windows: a device's next
+/// window is preprocessed only after the one before it was finished and recorded, as if they had
+/// come in two batches — its preprocessor's `history` (baselines) sees it. Usually one round: a
+/// batch completes one window per device.
+fn rounds(windows: Vec<Window>) -> Vec<Vec<Window>> {
+    let mut rounds: Vec<Vec<Window>> = Vec::new();
+    let mut devices: std::collections::HashSet<(String, String)> = Default::default();
+    for w in windows {
+        let key = (w.tenant.clone(), w.device.clone());
+        if rounds.is_empty() || devices.contains(&key) {
+            rounds.push(Vec::new());
+            devices.clear();
+        }
+        devices.insert(key);
+        rounds.last_mut().expect("a round was pushed").push(w);
+    }
+    rounds
+}
+
+/// What the rounds of one [`process_windows`] call share: one snapshot per tenant, the traps, the
+/// budget.
+struct Group {
+    snapshots: RefCell<HashMap<String, Arc<TenantPipeline>>>,
+    trapped: Trapped,
+    spent: Spent,
+}
+
+fn process_round(
+    host: &PluginHost,
+    windows: Vec<Window>,
+    group: Rc<Group>,
+) -> impl Iterator<Item = (WindowId, Result<WindowOutcome, PipelineError>)> + '_ {
     let mut pending = Vec::with_capacity(windows.len());
-    // Tenants one of whose calls trapped in this group: a quarantine may have replaced a version,
-    // and their later windows take the replacement (see `newer`).
-    let trapped = Trapped::default();
-    let spent = Spent { budget, used: RefCell::default() };
+    let (trapped, spent) = (&group.trapped, &group.spent);
     for window in windows {
-        let pipeline = match snapshots.get(&window.tenant) {
-            Some(p) => Some(p.clone()),
+        let known = group.snapshots.borrow().get(&window.tenant).cloned();
+        let pipeline = match known {
+            Some(p) => Some(p),
             None => host.tenant(&window.tenant).inspect(|p| {
-                snapshots.insert(window.tenant.clone(), p.clone());
+                group.snapshots.borrow_mut().insert(window.tenant.clone(), p.clone());
             }),
         };
         let id = WindowId::of(&window);
@@ -141,30 +183,32 @@ pub fn process_windows(
             None => Err(PipelineError::UnknownTenant(id.tenant.clone())),
             Some(_) if spent.exhausted(&id.tenant) => Err(PipelineError::OverBudget(id.tenant.clone())),
             Some(p) => {
-                let features = run(host, &p, Stage::Preprocess, &trapped, &spent, |s| s.features(window));
+                let features = run(host, &p, Stage::Preprocess, trapped, spent, |s| s.features(window));
                 if features.is_err()
                     && trapped.has(&p.name)
                     && let Some(n) = host.tenant(&p.name).filter(|n| !Arc::ptr_eq(n, &p))
                 {
-                    snapshots.insert(p.name.clone(), n);
+                    group.snapshots.borrow_mut().insert(p.name.clone(), n);
                 }
                 features.map(|f| (p, f))
             }
         };
         pending.push(Pending { id, features, prefetched: None });
     }
-    for pipeline in snapshots.values() {
+    let tenants: Vec<Arc<TenantPipeline>> = group.snapshots.borrow().values().cloned().collect();
+    for pipeline in &tenants {
         let started = Instant::now();
         prefetch(host, pipeline, &mut pending);
         spent.add(&pipeline.name, started.elapsed());
     }
     pending.into_iter().map(move |w| {
+        let (trapped, spent) = (&group.trapped, &group.spent);
         let outcome = w.features.and_then(|(p, features)| {
             if spent.exhausted(&p.name) {
                 return Err(PipelineError::OverBudget(p.name.clone()));
             }
-            let p = newer(host, &trapped, p);
-            finish(host, &p, &w.id, features, w.prefetched, &trapped, &spent)
+            let p = newer(host, trapped, p);
+            finish(host, &p, &w.id, features, w.prefetched, trapped, spent)
         });
         (w.id, outcome)
     })
