@@ -91,9 +91,10 @@ pub const FEMTO_BEARING: Geometry =
 
 /// The bearing and its shaft speed (Hz) from a device's asset record: `balls`,
 /// `ball_diameter_mm`, `pitch_diameter_mm`, `contact_angle_deg` (default 0) and `rpm`. `None` when
-/// the record names none of them; an error that says what is missing or wrong otherwise.
+/// the record names no bearing (a shaft speed alone is not one); an error that says what is
+/// missing or wrong otherwise.
 pub fn from_asset(asset: &[(String, String)]) -> Option<Result<(Geometry, f64), String>> {
-    const KEYS: [&str; 5] = ["balls", "ball_diameter_mm", "pitch_diameter_mm", "contact_angle_deg", "rpm"];
+    const KEYS: [&str; 4] = ["balls", "ball_diameter_mm", "pitch_diameter_mm", "contact_angle_deg"];
     let get = |key: &str| asset.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim());
     if KEYS.iter().all(|k| get(k).is_none()) {
         return None;
@@ -448,6 +449,7 @@ mod tests {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         assert_eq!(from_asset(&record(&[("site", "Plant A")])), None);
+        assert_eq!(from_asset(&record(&[("rpm", "1800")])), None, "a speed alone names no bearing");
         let femto = record(&[
             ("balls", "13"),
             ("ball_diameter_mm", "3.5"),

@@ -213,10 +213,6 @@ pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> R
 /// (its mean over the window) when the readings carry one; `None` without a geometry (a shaft
 /// speed alone is not one); an error naming what is missing from a partial one.
 fn defect_frequencies(window: &Window<'_>) -> Result<Option<DefectFrequencies>, String> {
-    const GEOMETRY: [&str; 3] = ["balls", "ball_diameter_mm", "pitch_diameter_mm"];
-    if !window.asset.iter().any(|(k, _)| GEOMETRY.contains(&k.as_str())) {
-        return Ok(None);
-    }
     let rpm = window
         .channels
         .iter()
@@ -270,6 +266,11 @@ mod tests {
             .collect()
     }
 
+    /// A channel of 2,560-sample bursts at 25.6 kHz in g.
+    fn channel<'a>(name: &'a str, samples: &'a [f32]) -> Channel<'a> {
+        Channel { name, samples, samples_per_reading: 2560, sample_rate_hz: Some(FS), unit: Some("g") }
+    }
+
     fn window<'a>(channels: &'a [Channel<'a>], asset: &'a [(String, String)]) -> Window<'a> {
         Window { timestamps_ms: &[0, 10_000, 20_000, 30_000], channels, asset }
     }
@@ -281,13 +282,7 @@ mod tests {
     #[test]
     fn levels_are_relative_to_the_baseline_and_unknown_geometry_is_nan() {
         let x = bursts(0.4, 1);
-        let c = [Channel {
-            name: "vibration",
-            samples: &x,
-            samples_per_reading: 2560,
-            sample_rate_hz: Some(FS),
-            unit: Some("g"),
-        }];
+        let c = [channel("vibration", &x)];
         let asset = femto_asset();
         let v = compute(&window(&c, &asset), |f| (f == "vib_rms_g").then_some(0.2)).unwrap();
         assert_eq!(v.len(), FEATURE_NAMES.len());
@@ -308,22 +303,7 @@ mod tests {
     #[test]
     fn axes_combine_into_one_set_of_names() {
         let (h, v) = (bursts(0.3, 2), bursts(0.4, 3));
-        let c = [
-            Channel {
-                name: "vibration",
-                samples: &h,
-                samples_per_reading: 2560,
-                sample_rate_hz: Some(FS),
-                unit: Some("g"),
-            },
-            Channel {
-                name: "vibration_vert",
-                samples: &v,
-                samples_per_reading: 2560,
-                sample_rate_hz: Some(FS),
-                unit: Some("g"),
-            },
-        ];
+        let c = [channel("vibration", &h), channel("vibration_vert", &v)];
         let out = compute(&window(&c, &[]), |_| None).unwrap();
         // RMS over axes: sqrt((0.09 + 0.16) / 2).
         assert!((feature(&out, "vib_rms_g") - 0.3536).abs() < 0.02, "{}", feature(&out, "vib_rms_g"));
@@ -332,40 +312,16 @@ mod tests {
     #[test]
     fn what_is_missing_is_named() {
         let x = bursts(0.4, 4);
-        let no_rate = [Channel {
-            name: "vibration",
-            samples: &x,
-            samples_per_reading: 2560,
-            sample_rate_hz: None,
-            unit: Some("g"),
-        }];
+        let no_rate = [Channel { sample_rate_hz: None, ..channel("vibration", &x) }];
         let e = compute(&window(&no_rate, &[]), |_| None).unwrap_err();
         assert!(e.contains("no sample rate") && e.contains("fs_hz"), "{e}");
-        let no_unit = [Channel {
-            name: "vibration",
-            samples: &x,
-            samples_per_reading: 2560,
-            sample_rate_hz: Some(FS),
-            unit: None,
-        }];
+        let no_unit = [Channel { unit: None, ..channel("vibration", &x) }];
         assert!(compute(&window(&no_unit, &[]), |_| None).unwrap_err().contains("no unit"));
-        let short = [Channel {
-            name: "vibration",
-            samples: &x,
-            samples_per_reading: 64,
-            sample_rate_hz: Some(FS),
-            unit: Some("g"),
-        }];
+        let short = [Channel { samples_per_reading: 64, ..channel("vibration", &x) }];
         assert!(compute(&window(&short, &[]), |_| None).unwrap_err().contains("at least 512"));
         let mut bad = femto_asset();
         bad.retain(|(k, _)| k != "balls");
-        let c = [Channel {
-            name: "vibration",
-            samples: &x,
-            samples_per_reading: 2560,
-            sample_rate_hz: Some(FS),
-            unit: Some("g"),
-        }];
+        let c = [channel("vibration", &x)];
         assert!(compute(&window(&c, &bad), |_| None).unwrap_err().contains("balls"));
         assert!(compute(&window(&[], &[]), |_| None).unwrap_err().contains("'vibration'"));
     }
