@@ -69,8 +69,6 @@ pub fn split_of(motor: usize, seed: u64) -> &'static str {
     }
 }
 
-/// Writes the CSV header and one row per window to `out`; `progress` is called after each motor
-/// with (motors done, windows so far).
 /// The features of the window of `readings` readings, `interval_s` apart, that a simulated
 /// `motor` ends at `end_s` (its clock, seconds), with `samples` vibration samples per reading —
 /// computed by `bearing_features::compute`, the plugin's own code. Timestamps are
@@ -84,20 +82,8 @@ pub fn window_features(
     start_ms: i64,
     buf: &mut WindowBuffer,
 ) -> anyhow::Result<()> {
+    buf.fill(motor, end_s, readings, interval_s, samples, start_ms);
     let WindowBuffer { timestamps, vibration, temperature, current, features } = buf;
-    timestamps.clear();
-    vibration.clear();
-    temperature.clear();
-    current.clear();
-    let span = readings as f64 * interval_s;
-    for k in 0..readings {
-        let ts = end_s - span + k as f64 * interval_s;
-        let r = motor.reading(ts, samples);
-        timestamps.push(start_ms + (ts * 1000.0) as i64);
-        vibration.extend_from_slice(&r.vibration);
-        temperature.push(r.temperature);
-        current.push(r.current);
-    }
     let channels = [
         bearing_features::Channel {
             name: "vibration",
@@ -122,11 +108,45 @@ pub struct WindowBuffer {
 }
 
 impl WindowBuffer {
-    /// The readings of the last [`window_features`] call as the host would have assembled them
-    /// from `motor`'s telemetry: a window to run through a tenant's real pipeline.
+    /// Takes the `readings` readings, `interval_s` apart, of the window a simulated `motor` ends
+    /// at `end_s` (its clock, seconds), `samples` vibration samples each, stamped
+    /// `start_ms + t × 1000`.
+    pub fn fill(
+        &mut self,
+        motor: &mut crate::sim::Motor,
+        end_s: f64,
+        readings: usize,
+        interval_s: f64,
+        samples: usize,
+        start_ms: i64,
+    ) {
+        self.timestamps.clear();
+        self.vibration.clear();
+        self.temperature.clear();
+        self.current.clear();
+        let span = readings as f64 * interval_s;
+        for k in 0..readings {
+            let ts = end_s - span + k as f64 * interval_s;
+            let r = motor.reading(ts, samples);
+            self.timestamps.push(start_ms + (ts * 1000.0) as i64);
+            self.vibration.extend_from_slice(&r.vibration);
+            self.temperature.push(r.temperature);
+            self.current.push(r.current);
+        }
+    }
+
+    /// The readings of the last [`WindowBuffer::fill`] as the host would have assembled them
+    /// from `motor`'s telemetry (the vibration's sample rate and unit, the asset record the motor
+    /// publishes): a window to run through a tenant's real pipeline.
     pub fn window(&self, motor: &crate::sim::MotorSpec, samples: usize) -> crate::types::Window {
         let channel = |name: &str, samples: &[f32], per: usize| {
             crate::types::Channel::new(name, samples.to_vec(), per as u32)
+        };
+        let (fs_hz, unit) = motor.sensor.describe();
+        let vibration = crate::types::Channel {
+            sample_rate_hz: Some(fs_hz),
+            unit: Some(unit.to_string()),
+            ..channel("vibration", &self.vibration, samples)
         };
         crate::types::Window {
             tenant: motor.tenant.clone(),
@@ -135,15 +155,17 @@ impl WindowBuffer {
             end_ms: self.timestamps.last().copied().unwrap_or(0),
             timestamps_ms: self.timestamps.clone(),
             channels: vec![
-                channel("vibration", &self.vibration, samples),
+                vibration,
                 channel("temperature", &self.temperature, 1),
                 channel("current", &self.current, 1),
             ],
-            asset: motor.asset.clone(),
+            asset: motor.asset(),
         }
     }
 }
 
+/// Writes the CSV header and one row per window to `out`; `progress` is called after each motor
+/// with (motors done, windows so far).
 pub fn generate(
     opts: &DatasetOptions,
     out: &mut impl Write,

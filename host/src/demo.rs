@@ -1,7 +1,7 @@
 //! `edgepm demo`: the whole telemetry path on one machine with embedded defaults — an MQTT
-//! broker (rumqttd) on a free loopback port, the reference plugins deployed as tenant `default`,
-//! the trained bearing model (`models/bearing-xgb`, built into the binary), the host, and
-//! simulated motors of which some wear out.
+//! broker (rumqttd) on a free loopback port, tenant `default` on the frequency-aware bearing
+//! pipeline (`bearing-spectrum` → `bearing-spectrum-xgb`, built into the binary → the reference
+//! alert policy), the host, and simulated motors with accelerometers of which some wear out.
 
 use crate::plugins::builtin;
 use crate::service::{HostConfig, Service};
@@ -15,10 +15,32 @@ use tracing::info;
 /// Tenant the demo deploys.
 pub const TENANT: &str = "default";
 
-/// The model the demo's tenant scores with: the XGBoost bearing model the training pipeline
-/// exported (`models/train.sh`), trained on the simulator's run-to-failure data. Its files are
-/// built into the binary so the demo needs neither a training step nor files next to it.
-pub const MODEL: &str = crate::tenants::BEARING_XGB.name;
+/// The model the demo's tenant scores with: the XGBoost model fitted on the FEMTO/PRONOSTIA
+/// bearings' `bearing-spectrum` features (`models/femto.sh`). Its files are built into the binary
+/// so the demo needs neither a training step nor files next to it.
+pub const MODEL: &str = crate::tenants::BEARING_SPECTRUM_XGB.name;
+
+/// The demo tenant's `tenant.toml`: the shipped tenant `vibration`'s pipeline with a commissioning
+/// period fit for a demo of a minute (the simulated motors are healthy for its first fifth).
+const TENANT_TOML: &str = r#"# Written by `edgepm demo`. See docs/plugins.md for every key.
+threshold = 0.8
+model = "bearing-spectrum-xgb"
+# A window every reading; its features are medians over its 4 bursts, relative to the motor's
+# healthy baseline: the median of its first 3 seconds of windows (a real machine: a day, 1440).
+hop = 1
+baseline_minutes = 0.05
+
+[alerts]
+email = ["manutencao@example.com"]
+
+[limits]
+deadline_ms = 250
+
+[settings]
+window_size = 4
+language = "pt"
+cooldown_minutes = 60
+"#;
 
 /// An MQTT broker inside this process, listening on `127.0.0.1:<port>`.
 pub struct EmbeddedBroker {
@@ -92,33 +114,38 @@ fn answers_mqtt(port: u16) -> bool {
     false
 }
 
-/// Deploys the reference plugins as tenant [`TENANT`] (alert e-mails to a placeholder address,
-/// Portuguese wording) scoring with [`MODEL`], plus the hand-weighted baseline as model `default`
-/// (which data folders of earlier versions name), keeping whatever is already there.
+/// Deploys tenant [`TENANT`]: `bearing-spectrum`, the reference scorer and policy (alert e-mails
+/// to a placeholder address, Portuguese wording), scoring with [`MODEL`]; plus the hand-weighted
+/// baseline as model `default` (which data folders of earlier versions name). Keeps whatever is
+/// already there — a folder of an earlier demo keeps its velocity pipeline, which cannot read the
+/// motors' accelerometer bursts: the demo says so.
 pub fn prepare(data_dir: &Path) -> anyhow::Result<()> {
     let tenant = data_dir.join("plugins").join(TENANT);
     std::fs::create_dir_all(&tenant).with_context(|| format!("creating {}", tenant.display()))?;
     for stage in Stage::ALL {
         let path = tenant.join(stage.file_name());
         if !path.exists() {
-            std::fs::write(&path, builtin::bytes(stage))
-                .with_context(|| format!("writing {}", path.display()))?;
+            let bytes =
+                if stage == Stage::Preprocess { builtin::SPECTRUM_PREPROCESS } else { builtin::bytes(stage) };
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
     }
     let toml = tenant.join("tenant.toml");
     if !toml.exists() {
-        std::fs::write(
-            &toml,
-            "# Written by `edgepm demo`. See docs/plugins.md for every key.\n\
-             threshold = 0.8\nmodel = \"bearing-xgb\"\n\n[alerts]\nemail = [\"manutencao@example.com\"]\n\n\
-             [settings]\nlanguage = \"pt\"\ncooldown_minutes = 60\n",
-        )?;
+        std::fs::write(&toml, TENANT_TOML)?;
+    } else if !std::fs::read_to_string(&toml).unwrap_or_default().contains(MODEL) {
+        tracing::warn!(
+            tenant = %tenant.display(),
+            "This demo folder's tenant was written by an earlier edgepm on the velocity pipeline \
+             (bearing-features); the demo's motors now publish accelerometer bursts it cannot score. \
+             Remove the folder (or use another --data-dir) for the current demo."
+        );
     }
     let models = data_dir.join("models");
     if !models.join(crate::config::DEFAULT_MODEL).join("metadata.json").exists() {
         crate::model::baseline::write(&models, crate::config::DEFAULT_MODEL)?;
     }
-    crate::tenants::write_model_if_missing(&crate::tenants::BEARING_XGB, &models)
+    crate::tenants::write_model_if_missing(&crate::tenants::BEARING_SPECTRUM_XGB, &models)
 }
 
 /// What to simulate.
@@ -170,14 +197,18 @@ pub fn run(options: &DemoOptions, stop: tokio::sync::watch::Receiver<bool>) -> a
         info!("Dashboard: http://{addr}/ (open it while the demo runs)");
     }
 
-    // Failing motors wear out over the run: the defect starts at 10 % and fails at 60 % of it
-    // (Ctrl-C only runs: over 5 minutes).
+    // Failing motors wear out over the run: the defect starts at 20 % and fails at 70 % of it
+    // (Ctrl-C only runs: over 5 minutes). Every motor carries an accelerometer.
     let span = options.duration.map_or(300.0, |d| d.as_secs_f64());
-    let mut motors = crate::sim::fleet(TENANT, options.motors, options.failing, 0.1 * span, 0.6 * span, 42);
+    let mut motors = crate::sim::fleet(TENANT, options.motors, options.failing, 0.2 * span, 0.7 * span, 42);
+    for m in &mut motors {
+        m.spec.sensor = crate::sim::Sensor::ACCELEROMETER;
+    }
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut publish = crate::sim::PublishOptions::new(options.rate);
     publish.duration = options.duration;
+    publish.samples = crate::sim::Sensor::ACCELEROMETER.default_samples();
     let published = runtime
         .block_on(crate::sim::publish(&broker.url(), "edgepm-demo-sim", &mut motors, &publish, stop))?
         .acked;

@@ -33,6 +33,9 @@ pub struct Recording {
     pub rpm: Option<f64>,
     pub t_s: Vec<f64>,
     pub axes: Vec<Axis>,
+    /// Asset attributes of the recorded machine (its bearing's geometry, ...): the `[asset]`
+    /// table of a folder's `recording.toml`; a `.npz` carries none.
+    pub asset: Vec<(String, String)>,
 }
 
 /// Largest array read (a guard against a file that claims billions of elements).
@@ -122,6 +125,7 @@ pub fn load_npz(path: &Path) -> anyhow::Result<Recording> {
         rpm: scalar("rpm"),
         t_s,
         axes,
+        asset: Vec::new(),
     })
 }
 
@@ -147,6 +151,9 @@ struct CsvDescription {
     /// Column names of files without a header row (FEMTO's `acc_*.csv`:
     /// `["hour", "minute", "second", "microsecond", "horiz_g", "vert_g"]`).
     columns: Option<Vec<String>>,
+    /// The recorded machine's asset record, e.g. its bearing's geometry (strings or numbers).
+    #[serde(default)]
+    asset: toml::Table,
 }
 
 /// Reads a folder of CSV snapshots: every `*.csv` file but those named in the description is
@@ -155,7 +162,7 @@ struct CsvDescription {
 /// from a header row, or from `columns` in `recording.toml` for files without one. A snapshot's
 /// time is its first row's `t_s` column, or `hour`, `minute`, `second`, `microsecond` (FEMTO's,
 /// a day boundary crossed when they go back), or else its index × `period_s`. `recording.toml`
-/// gives `fs_hz` and optionally `rpm`.
+/// gives `fs_hz` and optionally `rpm` and an `[asset]` table (e.g. `balls = 13`).
 pub fn load_csv_dir(dir: &Path) -> anyhow::Result<Recording> {
     let at = |what: &str| format!("{}: {what}", dir.display());
     let text = std::fs::read_to_string(dir.join(CSV_DESCRIPTION)).with_context(|| at(CSV_DESCRIPTION))?;
@@ -259,6 +266,14 @@ pub fn load_csv_dir(dir: &Path) -> anyhow::Result<Recording> {
         rpm: d.rpm,
         t_s,
         axes,
+        asset: d
+            .asset
+            .into_iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
     })
 }
 

@@ -194,8 +194,9 @@ pub struct RecordingSummary {
 pub struct RecordingOptions {
     /// The axis read as `vibration` (default: the first); the others come as `vibration_<axis>`.
     pub axis: Option<String>,
-    /// Asset attributes of the recorded machine besides the recording's own `fs_hz`, `rpm` and
-    /// `unit` (e.g. the bearing's geometry: `balls`, `ball_diameter_mm`, ...).
+    /// Asset attributes of the recorded machine besides the recording's own `fs_hz`, `rpm`,
+    /// `unit` and `[asset]` (e.g. the bearing's geometry: `balls`, `ball_diameter_mm`, ...);
+    /// these win.
     pub asset: Vec<(String, String)>,
     /// Run the preprocessor only and write its features instead of scores: the training data of
     /// a new model, computed by the very plugin that will serve it.
@@ -204,8 +205,8 @@ pub struct RecordingOptions {
 
 /// Replays a recording of bursts ([`crate::recordings`]) through `host`'s `tenant`: snapshot `i`
 /// becomes a reading at `t_s[i]` whose `vibration` channel is the burst of the chosen axis —
-/// other axes as `vibration_<axis>` — with the recording's `fs_hz`, `rpm` and unit as asset
-/// attributes. Windows are processed one at a time, in order, as a live host receiving the
+/// other axes as `vibration_<axis>` — with the recording's `fs_hz`, `rpm`, unit and asset record
+/// as asset attributes. Windows are processed one at a time, in order, as a live host receiving the
 /// snapshots would (each window's features are recorded before the next one's are computed:
 /// baselines see every earlier window). Writes
 /// `snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature`,
@@ -238,7 +239,7 @@ pub fn replay_recording(
     if let Some(rpm) = rec.rpm {
         asset.push(("rpm".to_string(), rpm.to_string()));
     }
-    for (k, v) in &opts.asset {
+    for (k, v) in rec.asset.iter().chain(&opts.asset) {
         asset.retain(|(key, _)| key != k);
         asset.push((k.clone(), v.clone()));
     }

@@ -1,4 +1,5 @@
-//! `edgepm simulate`: simulated motors publishing telemetry.
+//! `edgepm simulate`: simulated motors publishing telemetry, or writing their lives as
+//! recordings of bursts (`--record`).
 
 use clap::Args;
 use std::process::ExitCode;
@@ -29,9 +30,18 @@ pub struct SimulateArgs {
     /// Seconds until a failing motor fails.
     #[arg(long, default_value_t = 600.0)]
     time_to_failure: f64,
-    /// Vibration samples per reading.
-    #[arg(long, default_value_t = edgepm::sim::DEFAULT_SAMPLES)]
-    samples: usize,
+    /// What the motors' vibration sensors measure: `velocity` (mm/s at 2,560 Hz, bare arrays: the
+    /// canonical payload, tenants on bearing-features) or `accelerometer` (g at --fs-hz as base64
+    /// burst objects, the bearing's geometry and rpm in the asset record: tenants on
+    /// bearing-spectrum, such as the demo's and `vibration`).
+    #[arg(long, value_enum, default_value_t = SensorArg::Velocity)]
+    sensor: SensorArg,
+    /// Sample rate of an accelerometer, Hz.
+    #[arg(long, default_value_t = edgepm::sim::accelerometer::DEFAULT_FS_HZ)]
+    fs_hz: f64,
+    /// Vibration samples per reading (default: 64 for velocity, 4,096 for an accelerometer).
+    #[arg(long)]
+    samples: Option<usize>,
     /// Random seed (the same seed gives the same motors).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -44,6 +54,21 @@ pub struct SimulateArgs {
     /// percentiles as one JSON line at the end (clock of this process, microsecond resolution).
     #[arg(long)]
     measure_latency: bool,
+    /// Instead of publishing, write each motor's life from 0 to --time-to-failure (simulated
+    /// time, as fast as it computes) as a recording of bursts in DIR/<device>/: CSV snapshots
+    /// every --period seconds and a recording.toml with the sample rate, shaft speed and asset
+    /// record — what `edgepm replay --recording` reads.
+    #[arg(long, value_name = "DIR")]
+    record: Option<std::path::PathBuf>,
+    /// Seconds between two snapshots of a recording.
+    #[arg(long, default_value_t = 10.0, requires = "record")]
+    period: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SensorArg {
+    Velocity,
+    Accelerometer,
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -58,9 +83,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         args.time_to_failure,
         args.seed,
     );
+    let sensor = match args.sensor {
+        SensorArg::Velocity => edgepm::sim::Sensor::Velocity,
+        SensorArg::Accelerometer => {
+            anyhow::ensure!(
+                (2_000.0..=200_000.0).contains(&args.fs_hz),
+                "--fs-hz must be within 2,000–200,000 Hz"
+            );
+            edgepm::sim::Sensor::Accelerometer { fs_hz: args.fs_hz }
+        }
+    };
+    let samples = args.samples.unwrap_or(sensor.default_samples());
+    anyhow::ensure!(
+        (1..=edgepm::ingest::Limits::default().max_samples).contains(&samples),
+        "--samples must be within 1–{}",
+        edgepm::ingest::Limits::default().max_samples
+    );
+    for m in &mut motors {
+        m.spec.sensor = sensor;
+    }
+    if let Some(dir) = &args.record {
+        anyhow::ensure!(args.period > 0.0, "--period must be positive");
+        for m in &mut motors {
+            let to = dir.join(&m.spec.device);
+            // A failing motor's recording ends at its own failure (the fleet spreads them ±5 %).
+            let end = m.spec.degradation.map_or(args.time_to_failure, |d| d.failure_s);
+            let n = edgepm::sim::write_recording(m, &to, end, args.period, samples)?;
+            println!("{}: {n} snapshots", to.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut options = edgepm::sim::PublishOptions::new(args.rate);
     options.duration = args.duration.map(std::time::Duration::from_secs_f64);
-    options.samples = args.samples;
+    options.samples = samples;
     options.stagger = std::time::Duration::from_secs_f64(args.stagger.max(0.0));
     options.measure_latency = args.measure_latency;
     tracing::info!(motors = args.motors, failing = args.failing, rate = args.rate, broker = %args.broker, "Simulating");

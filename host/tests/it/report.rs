@@ -31,17 +31,18 @@ fn simulate(
         Arc::new(Metrics::new()),
     )
     .expect("the demo tenant loads");
-    let samples = edgepm::sim::DEFAULT_SAMPLES;
-    let readings = bearing_features::DEFAULT_WINDOW_SIZE as usize;
+    // The demo's motors: accelerometers, four bursts a window.
+    let samples = edgepm::sim::Sensor::ACCELEROMETER.default_samples();
+    let readings = 4;
     let mut buf = edgepm::dataset::WindowBuffer::default();
     for motor in motors.iter_mut() {
+        motor.spec.sensor = edgepm::sim::Sensor::ACCELEROMETER;
         store
-            .upsert_asset(&motor.spec.tenant, &motor.spec.device, &motor.spec.asset, START_MS)
+            .upsert_asset(&motor.spec.tenant, &motor.spec.device, &motor.spec.asset(), START_MS)
             .expect("asset");
         let mut t = step_min * 60.0;
         while t <= days * 86_400.0 {
-            edgepm::dataset::window_features(motor, t, readings, 0.1, samples, START_MS, &mut buf)
-                .expect("window");
+            buf.fill(motor, t, readings, 0.1, samples, START_MS);
             let window = buf.window(&motor.spec, samples);
             let start_ms = window.start_ms;
             let outcome = edgepm::pipeline::process_window(&host, window).expect("the pipeline runs");
@@ -212,7 +213,12 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
     assert!(listing.contains("Ana Souza"), "the acknowledgement is shown: {listing}");
     assert!(listing.contains("open"), "the other alerts are open");
     // Explanations: the contributions behind a score.
-    assert!(text.contains("vibration_rms +"), "{text}");
+    // (a bearing-spectrum feature and its signed SHAP value, e.g. `vib_crest +0.607`)
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        words.windows(2).any(|w| w[0].starts_with("vib_") && w[1].starts_with('+')),
+        "no contribution shown: {text}"
+    );
     // The other sections.
     for section in [
         "Fleet summary",
@@ -220,7 +226,8 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
         "New vs old equipment",
         "Degradation",
         "Plugins and models serving",
-        "bearing-xgb",
+        // (the model column wraps the name: bearing-spectrum-x / gb@<version>)
+        "bearing-spectrum",
     ] {
         assert!(text.contains(section), "{section} missing:\n{text}");
     }

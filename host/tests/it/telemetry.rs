@@ -598,7 +598,11 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect("query") };
     assert!(count("SELECT count(*) FROM predictions") > 50, "{stdout}");
     // Scored by the trained bearing model the demo deploys, explained above the threshold.
-    assert_eq!(count("SELECT count(*) FROM predictions WHERE model NOT LIKE 'bearing-xgb@%'"), 0, "{stdout}");
+    assert_eq!(
+        count("SELECT count(*) FROM predictions WHERE model NOT LIKE 'bearing-spectrum-xgb@%'"),
+        0,
+        "{stdout}"
+    );
     assert_eq!(
         count("SELECT count(*) FROM predictions WHERE is_failure AND contributions = '[]'"),
         0,

@@ -13,11 +13,20 @@
 //! A motor's health `h` goes from 0 (healthy) to 1 (failed): 0 before the defect's onset, then
 //! `((t − onset) / (failure − onset))²`. The same generator feeds `edgepm simulate`, the demo and
 //! the training-data generator, so live data and training data come from the same physics.
+//!
+//! That is the **velocity** sensor of the canonical payload (`bearing-features`, `bearing-xgb`).
+//! A motor can instead carry an **accelerometer** ([`Sensor::Accelerometer`], [`accelerometer`]):
+//! bursts in g at a configurable sample rate, shaped after the FEMTO/PRONOSTIA bearings, the
+//! impacts at the BPFO of the bearing in its asset record — what `bearing-spectrum` and the tenant
+//! `vibration` (and the demo) analyse. Temperature and current are the same for both.
 
+use bearing_features::spectrum::Geometry;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Normal};
 use std::f64::consts::TAU;
+
+pub mod accelerometer;
 
 /// Vibration sampling rate of a burst.
 pub const SAMPLE_RATE_HZ: f64 = 2560.0;
@@ -57,6 +66,62 @@ pub struct MotorSpec {
     pub current: f64,
     pub degradation: Option<Degradation>,
     pub seed: u64,
+    pub sensor: Sensor,
+    /// The bearing, the accelerometer's mounting gain and the structural resonance (used by
+    /// [`Sensor::Accelerometer`]; the bearing is also in the asset record of such a motor).
+    pub mounting: accelerometer::Mounting,
+}
+
+/// What a motor's vibration sensor measures and how it publishes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sensor {
+    /// Velocity in mm/s at [`SAMPLE_RATE_HZ`], as a bare array (the canonical payload).
+    Velocity,
+    /// Acceleration in g at `fs_hz`, as a burst object (`fs_hz`, `unit`, base64 `i16le` of
+    /// milli-g), the bearing's geometry and shaft speed in the asset record.
+    Accelerometer { fs_hz: f64 },
+}
+
+impl Sensor {
+    /// An accelerometer at FEMTO's 25.6 kHz.
+    pub const ACCELEROMETER: Sensor = Sensor::Accelerometer { fs_hz: accelerometer::DEFAULT_FS_HZ };
+
+    /// Samples per burst when none is asked for: 64 (the canonical payload) or 4,096.
+    pub fn default_samples(&self) -> usize {
+        match self {
+            Sensor::Velocity => DEFAULT_SAMPLES,
+            Sensor::Accelerometer { .. } => accelerometer::DEFAULT_SAMPLES,
+        }
+    }
+
+    /// Sample rate and unit of the vibration channel.
+    pub fn describe(&self) -> (f64, &'static str) {
+        match self {
+            Sensor::Velocity => (SAMPLE_RATE_HZ, "mm/s"),
+            Sensor::Accelerometer { fs_hz } => (*fs_hz, "g"),
+        }
+    }
+}
+
+impl MotorSpec {
+    /// The asset record the motor publishes: [`MotorSpec::asset`], and for an accelerometer the
+    /// bearing's geometry and the shaft speed, so the host finds its defect frequencies.
+    pub fn asset(&self) -> Vec<(String, String)> {
+        let mut asset = self.asset.clone();
+        if let Sensor::Accelerometer { .. } = self.sensor {
+            let b = &self.mounting.bearing;
+            for (k, v) in [
+                ("balls", b.balls),
+                ("ball_diameter_mm", b.ball_diameter_mm),
+                ("pitch_diameter_mm", b.pitch_diameter_mm),
+                ("contact_angle_deg", b.contact_angle_deg),
+                ("rpm", (self.shaft_hz * 60.0 * 10.0).round() / 10.0),
+            ] {
+                asset.push((k.to_string(), v.to_string()));
+            }
+        }
+        asset
+    }
 }
 
 /// One reading of a simulated motor.
@@ -78,8 +143,17 @@ const SITES: [&str; 3] = ["Plant A - Campinas", "Plant B - Joinville", "Plant C 
 /// Where each site is (latitude, longitude): the motors stand on a grid of lines and pumps
 /// around it, about 40 m apart.
 const SITE_POSITIONS: [(f64, f64); 3] = [(-22.9056, -47.0608), (-26.3045, -48.8487), (-19.9678, -44.1983)];
-const MODELS: [(&str, f64, f64); 3] =
-    [("WEG W22 15 kW 4P", 29.6, 28.0), ("WEG W22 7.5 kW 4P", 29.5, 14.2), ("ABB M3BP 22 kW 4P", 29.7, 40.5)];
+/// Motor models: name, shaft speed (Hz), rated current (A) and the drive-end bearing (6309,
+/// 6308, 6310: 8 balls; diameters from the catalogues, rounded).
+const MODELS: [(&str, f64, f64, Geometry); 3] = [
+    ("WEG W22 15 kW 4P", 29.6, 28.0, bearing(8.0, 17.46, 72.5)),
+    ("WEG W22 7.5 kW 4P", 29.5, 14.2, bearing(8.0, 15.08, 65.0)),
+    ("ABB M3BP 22 kW 4P", 29.7, 40.5, bearing(8.0, 19.05, 80.0)),
+];
+
+const fn bearing(balls: f64, ball_diameter_mm: f64, pitch_diameter_mm: f64) -> Geometry {
+    Geometry { balls, ball_diameter_mm, pitch_diameter_mm, contact_angle_deg: 0.0 }
+}
 
 impl Motor {
     pub fn new(spec: MotorSpec) -> Motor {
@@ -103,11 +177,15 @@ impl Motor {
         self.spec.degradation.map(|d| d.failure_s - t_s)
     }
 
-    /// The reading at `t_s` with a burst of `samples` vibration samples.
+    /// The reading at `t_s` with a burst of `samples` vibration samples (of the motor's sensor).
     pub fn reading(&mut self, t_s: f64, samples: usize) -> SimReading {
         let h = self.health(t_s);
         let s = &self.spec;
         let f1 = s.shaft_hz * (1.0 - 0.002 * h); // a little more slip under friction
+        if let Sensor::Accelerometer { fs_hz } = s.sensor {
+            let vibration = accelerometer::burst(&mut self.rng, &s.mounting, f1, h, fs_hz, samples);
+            return self.thermal(h, vibration);
+        }
         let noise =
             Normal::new(0.0, s.noise.abs() * (1.0 + 1.5 * h)).expect("a finite, non-negative deviation");
         let phase = self.rng.random::<f64>() * TAU;
@@ -131,7 +209,12 @@ impl Motor {
                 since_impact -= bpfo_period;
             }
         }
-        let (temperature, current) = (s.temperature, s.current);
+        self.thermal(h, vibration)
+    }
+
+    /// The reading with temperature and current at health `h`.
+    fn thermal(&mut self, h: f64, vibration: Vec<f32>) -> SimReading {
+        let (temperature, current) = (self.spec.temperature, self.spec.current);
         let temperature = temperature + 20.0 * h * h + 0.2 * self.gauss();
         let current = current * (1.0 + 0.08 * h) + 0.005 * current * self.gauss();
         SimReading { vibration, temperature: temperature as f32, current: current as f32 }
@@ -147,10 +230,35 @@ impl Motor {
         let ts = ts_ms.max(self.last_ts_ms.saturating_add(1));
         self.last_ts_ms = ts;
         let r = self.reading(t_s, samples);
-        let rounded: Vec<f64> = r.vibration.iter().map(|&x| (x as f64 * 1e4).round() / 1e4).collect();
+        let vibration = match self.spec.sensor {
+            Sensor::Velocity => {
+                let rounded: Vec<f64> = r.vibration.iter().map(|&x| (x as f64 * 1e4).round() / 1e4).collect();
+                serde_json::json!(rounded)
+            }
+            Sensor::Accelerometer { fs_hz } => {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = r
+                    .vibration
+                    .iter()
+                    .flat_map(|&g| {
+                        let q = (g as f64 / accelerometer::SCALE_G)
+                            .round()
+                            .clamp(i16::MIN as f64, i16::MAX as f64);
+                        (q as i16).to_le_bytes()
+                    })
+                    .collect();
+                serde_json::json!({
+                    "fs_hz": fs_hz,
+                    "unit": "g",
+                    "encoding": "i16le",
+                    "scale": accelerometer::SCALE_G,
+                    "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+                })
+            }
+        };
         let body = serde_json::json!({
             "ts": ts,
-            "vibration": rounded,
+            "vibration": vibration,
             "temperature": (r.temperature as f64 * 100.0).round() / 100.0,
             "current": (r.current as f64 * 100.0).round() / 100.0,
         });
@@ -165,12 +273,67 @@ impl Motor {
     /// Asset topic and retained payload (a JSON object of strings).
     pub fn asset_message(&self) -> (String, Vec<u8>) {
         let map: serde_json::Map<String, serde_json::Value> =
-            self.spec.asset.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            self.spec.asset().into_iter().map(|(k, v)| (k, v.into())).collect();
         (
             crate::topics::device(&self.spec.tenant, &self.spec.device, crate::topics::ASSET),
             serde_json::Value::Object(map).to_string().into_bytes(),
         )
     }
+}
+
+/// Writes `motor`'s life from 0 to `end_s` (its clock) as a recording of bursts — a folder of CSV
+/// snapshots, one every `period_s`, `samples` samples each, with a `recording.toml` giving the
+/// sample rate, shaft speed, period and the motor's asset record (its bearing) — which `edgepm
+/// replay --recording` and `edgepm spectrum` read like a real one. Returns the snapshots written.
+pub fn write_recording(
+    motor: &mut Motor,
+    dir: &std::path::Path,
+    end_s: f64,
+    period_s: f64,
+    samples: usize,
+) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    anyhow::ensure!(period_s > 0.0 && end_s >= 0.0, "a recording needs a positive period");
+    let (fs_hz, unit) = motor.spec.sensor.describe();
+    let column = match motor.spec.sensor {
+        Sensor::Velocity => "vibration_mm_s",
+        Sensor::Accelerometer { .. } => "vibration_g",
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut description = toml::Table::new();
+    description.insert("fs_hz".into(), fs_hz.into());
+    description.insert("rpm".into(), ((motor.spec.shaft_hz * 600.0).round() / 10.0).into());
+    description.insert("period_s".into(), period_s.into());
+    let asset: toml::Table = motor.spec.asset().into_iter().map(|(k, v)| (k, v.into())).collect();
+    description.insert("asset".into(), asset.into());
+    std::fs::write(
+        dir.join(crate::recordings::CSV_DESCRIPTION),
+        format!(
+            "# A simulated {unit} recording of {} ({}), written by edgepm\n{}",
+            motor.spec.device,
+            match motor.spec.degradation {
+                Some(d) => format!("bearing defect from {:.0} s, failure at {:.0} s", d.onset_s, d.failure_s),
+                None => "healthy".into(),
+            },
+            toml::to_string(&description)?
+        ),
+    )?;
+    let snapshots = (end_s / period_s).floor() as usize + 1;
+    let width = snapshots.to_string().len().max(5);
+    for i in 0..snapshots {
+        let r = motor.reading(i as f64 * period_s, samples);
+        let path = dir.join(format!("snapshot_{i:0width$}.csv"));
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        writeln!(out, "{column}")?;
+        for v in &r.vibration {
+            writeln!(out, "{v}")?;
+        }
+        out.flush()?;
+    }
+    Ok(snapshots)
 }
 
 /// A fleet: `motors` motors named `MTR-001`…, the first `failing` of them degrading between
@@ -186,7 +349,7 @@ pub fn fleet(
     let mut rng = SmallRng::seed_from_u64(seed);
     (0..motors)
         .map(|i| {
-            let (model, shaft_hz, current) = MODELS[i % MODELS.len()];
+            let (model, shaft_hz, current, bearing) = MODELS[i % MODELS.len()];
             let spread = 1.0 + 0.1 * (rng.random::<f64>() - 0.5);
             let degradation = (i < failing)
                 .then_some(Degradation { onset_s: onset_s * spread, failure_s: failure_s * spread });
@@ -216,6 +379,17 @@ pub fn fleet(
                 current: current * (0.95 + 0.1 * rng.random::<f64>()),
                 degradation,
                 seed: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                sensor: Sensor::Velocity,
+                mounting: {
+                    // A generator of its own, so the velocity motors stay what they were.
+                    let mut rng = SmallRng::seed_from_u64(seed ^ 0xACCE_1000 ^ i as u64);
+                    accelerometer::Mounting {
+                        bearing,
+                        // Healthy RMS 0.28–0.46 g across the fleet.
+                        gain: 0.8 + 0.45 * rng.random::<f64>(),
+                        resonance_hz: 3_000.0 + 6_000.0 * rng.random::<f64>(),
+                    }
+                },
             })
         })
         .collect()
