@@ -450,6 +450,52 @@ def lobo_metrics(rows):
     }
 
 
+# The simulator's motors kept out of training: one of each group (models/femto.sh).
+SIM_TEST = ("short-MTR-004", "medium-MTR-004", "long-MTR-004", "healthy-MTR-004")
+# Features compared between FEMTO and the simulator (models/README.md).
+COMPARED = ["vib_rms_g", "vib_velocity_mm_s", "vib_kurtosis", "vib_crest", "vib_resonance_sk",
+            "vib_bpfo_prominence", "vib_band_1000_2000hz", "vib_band_8000_12800hz", "vib_rms_rel"]
+
+
+def life_stages(df):
+    """(first half of life, last tenth of life) rows of run-to-failure bearings."""
+    return df[df.life < 0.5], df[df.life >= 0.9]
+
+
+def comparison(femto_df, sim_df):
+    """Median [10th–90th percentile] of each compared feature, FEMTO vs simulator, per stage."""
+    rows = []
+    failing = sim_df[~sim_df.bearing.str.startswith("healthy")]
+    for f in COMPARED:
+        row = {"feature": f}
+        for source, d in (("femto", femto_df), ("sim", failing)):
+            for stage, part in zip(("first_half", "last_tenth"), life_stages(d)):
+                q = part[f].quantile([0.1, 0.5, 0.9]).to_numpy()
+                row[f"{source}_{stage}"] = f"{q[1]:.3g} [{q[0]:.3g}–{q[2]:.3g}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sim_split_table(train, sim_test, predict):
+    """The simulator's test motors scored by a model fitted on `train`: first alert of each failing
+    motor, alarm episodes (rising edges over the threshold) of the healthy ones."""
+    p = predict(train, sim_test)
+    rows = []
+    for b in sorted(sim_test.bearing.unique()):
+        m = (sim_test.bearing == b).to_numpy()
+        te, pb = sim_test[m], p[m]
+        if b.startswith("healthy"):
+            above = pb >= THRESHOLD
+            episodes = int(above[0]) + int((above[1:] & ~above[:-1]).sum())
+            rows.append({"bearing": b, "life_h": te.minutes_to_end.max() / 60, "first_alert_min": np.nan,
+                         "first_alert_pct_of_life": np.nan, "first_half_alarms": episodes, "p": pb})
+        else:
+            lead_min, lead_pct, false = first_alert(te.life.to_numpy(), te.minutes_to_end.to_numpy(), pb)
+            rows.append({"bearing": b, "life_h": te.minutes_to_end.max() / 60, "first_alert_min": lead_min,
+                         "first_alert_pct_of_life": lead_pct, "first_half_alarms": false, "p": pb})
+    return rows
+
+
 def femto(args):
     import mlflow
     data = Path(args.data)
@@ -457,62 +503,94 @@ def femto(args):
     missing = [f for f in FEMTO_FEATURES if f not in df.columns]
     assert not missing, f"{data} lacks {missing}: make it with `edgepm replay --features-only` (models/femto.sh)"
     print(f"femto: {len(df)} windows of {df.bearing.nunique()} bearings ({', '.join(sorted(df.bearing.unique()))})")
+    sim = pd.read_csv(args.sim) if args.sim else None
+    if sim is not None:
+        # A healthy motor never fails: its windows are all "healthy", whatever its recording's end.
+        sim.loc[sim.bearing.str.startswith("healthy"), "life"] = 0.0
+        sim_train, sim_test = sim[~sim.bearing.isin(SIM_TEST)], sim[sim.bearing.isin(SIM_TEST)]
+        print(f"simulator: {len(sim)} windows of {sim.bearing.nunique()} motors; test split {', '.join(SIM_TEST)}")
+        cmp = comparison(df, sim)
+        cmp.to_csv(HERE / "femto_vs_sim.csv", index=False)
+        print("FEMTO vs simulator, median [10–90 %]:")
+        print(cmp.to_string(index=False))
     experiment("femto-lobo")
     results = []
 
-    def report(name, rows, params):
+    def report(name, rows, params, sim_rows=None):
         metrics = lobo_metrics(rows)
         per = {f"{r['bearing']}_lead_pct": (r["first_alert_pct_of_life"] if np.isfinite(r["first_alert_pct_of_life"]) else -1)
                for r in rows}
+        if sim_rows:
+            failing = [r for r in sim_rows if not r["bearing"].startswith("healthy")]
+            metrics.update({f"sim_{k}": v for k, v in lobo_metrics(failing).items()})
+            metrics["sim_healthy_alarm_episodes"] = sum(r["first_half_alarms"] for r in sim_rows if r["bearing"].startswith("healthy"))
         with mlflow.start_run(run_name=name):
             mlflow.log_params({**params, "data_sha256": sha256(data), "threshold": THRESHOLD,
-                               "validation": "leave one bearing out"})
+                               "validation": "leave one bearing out",
+                               **({"sim_data_sha256": sha256(args.sim)} if args.sim else {})})
             mlflow.log_metrics({**metrics, **per})
-        results.append((name, params, metrics, rows))
-        print(f"  {name:<28} warned {metrics['bearings_warned']}/6 without early alarms, median lead "
+        results.append((name, params, metrics, rows, sim_rows or []))
+        sim_note = (f"; simulator test: {metrics['sim_bearings_warned']}/{len(failing)} warned, median lead "
+                    f"{metrics['sim_median_lead_pct']:.1f} %, {metrics['sim_healthy_alarm_episodes']} alarms on healthy"
+                    if sim_rows else "")
+        print(f"  {name:<32} warned {metrics['bearings_warned']}/6 without early alarms, median lead "
               f"{metrics['median_lead_pct']:5.1f} % of life, first-half alarms on "
-              f"{metrics['bearings_with_first_half_alarms']} bearings")
+              f"{metrics['bearings_with_first_half_alarms']} bearings{sim_note}")
 
     # Plain baselines: RMS (or the largest band) above k times the machine's own baseline.
     for k in (1.5, 2.0, 3.0):
         for feature in ("vib_rms_rel", "vib_velocity_rel"):
-            rows = lobo_table(df, lambda tr, te, k=k, f=feature: (te[f].to_numpy() > k).astype(float))
-            report(f"rule-{feature}>{k}", rows, {"family": "rule", "feature": feature, "k": k})
-    for i, (family, params, horizon) in enumerate(tqdm(FEMTO_RUNS, desc="femto runs", unit="run")):
-        def predict(tr, te, family=family, params=params, horizon=horizon, seed=7 + i):
+            rule = lambda tr, te, k=k, f=feature: (te[f].to_numpy() > k).astype(float)
+            rows = lobo_table(df, rule)
+            sim_rows = sim_split_table(df, sim_test, rule) if sim is not None else None
+            report(f"rule-{feature}>{k}", rows, {"family": "rule", "feature": feature, "k": k}, sim_rows)
+    # Every configuration on FEMTO alone, and with the simulator's training motors added to every fold.
+    runs = [(family, params, horizon, False) for family, params, horizon in FEMTO_RUNS]
+    if sim is not None:
+        runs += [(family, params, horizon, True) for family, params, horizon in FEMTO_RUNS]
+    for i, (family, params, horizon, with_sim) in enumerate(tqdm(runs, desc="femto runs", unit="run")):
+        def predict(tr, te, family=family, params=params, horizon=horizon, with_sim=with_sim, seed=7 + i % len(FEMTO_RUNS)):
+            if with_sim:
+                tr = pd.concat([tr, sim_train])
             y = (tr.life >= 1 - horizon).astype(int).to_numpy()
             m = fit(family, params, tr[FEMTO_FEATURES].to_numpy(np.float32), y, None, None, seed, early_stopping=False)
             return m.predict_proba(te[FEMTO_FEATURES].to_numpy(np.float32))[:, 1]
         rows = lobo_table(df, predict)
-        report(f"{family}-{i}-last{int(horizon * 100)}pct", rows,
-               {"family": family, **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon})
-    # Model selection on the held-out bearings: the most bearings warned without an early alarm,
-    # then the longest median lead, then the fewest early alarms.
+        sim_rows = sim_split_table(df, sim_test, predict) if sim is not None else None
+        report(f"{family}-{i % len(FEMTO_RUNS)}-last{int(horizon * 100)}pct{'+sim' if with_sim else ''}", rows,
+               {"family": family, **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
+                "training": "femto+sim" if with_sim else "femto"}, sim_rows)
+    # Model selection on the held-out FEMTO bearings: the most bearings warned without an early
+    # alarm, then the longest median lead, then the fewest early alarms (the simulator's test split
+    # is reported, not selected on: it is our own physics).
     learned = [r for r in results if not r[0].startswith("rule")]
     best = max(learned, key=lambda r: (r[2]["bearings_warned"], r[2]["median_lead_pct"], -r[2]["first_half_alarms"]))
     table = []
-    for name, params, metrics, rows in results:
-        for r in rows:
-            table.append({"run": name, "bearing": r["bearing"], "life_h": round(r["life_h"], 2),
-                          "first_alert_min": r["first_alert_min"], "first_alert_pct_of_life": r["first_alert_pct_of_life"],
-                          "first_half_alarms": r["first_half_alarms"]})
+    for name, params, metrics, rows, sim_rows in results:
+        for source, rs in (("femto-lobo", rows), ("sim-test", sim_rows)):
+            for r in rs:
+                table.append({"run": name, "evaluation": source, "bearing": r["bearing"], "life_h": round(r["life_h"], 2),
+                              "first_alert_min": r["first_alert_min"], "first_alert_pct_of_life": r["first_alert_pct_of_life"],
+                              "first_half_alarms": r["first_half_alarms"]})
     pd.DataFrame(table).to_csv(HERE / "femto_lobo.csv", index=False, float_format="%.1f")
     print(f"selected {best[0]}: {best[2]}")
-    for r in best[3]:
+    for r in best[3] + best[4]:
         print(f"    {r['bearing']}: life {r['life_h']:.2f} h, first alert {r['first_alert_min']:.1f} min "
               f"({r['first_alert_pct_of_life']:.1f} % of life) before the end, {r['first_half_alarms']} first-half alarms")
-    # The served model: the selected configuration fitted on every bearing.
-    i = [n for n, *_ in results].index(best[0]) - (len(results) - len(FEMTO_RUNS))
-    family, params, horizon = FEMTO_RUNS[i]
+    # The served model: the selected configuration fitted on every FEMTO bearing (and the
+    # simulator's training motors when it was trained with them).
+    family, params, horizon, with_sim = runs[[n for n, *_ in learned].index(best[0])]
     assert family == "xgboost", "the host serves trees natively (TreeSHAP): pick an XGBoost run"
-    X = df[FEMTO_FEATURES].to_numpy(np.float32)
-    y = (df.life >= 1 - horizon).astype(int).to_numpy()
+    full = pd.concat([df, sim_train]) if with_sim else df
+    X = full[FEMTO_FEATURES].to_numpy(np.float32)
+    y = (full.life >= 1 - horizon).astype(int).to_numpy()
     model = fit(family, params, X, y, None, None, 7, early_stopping=False)
     metrics = {f"lobo_{k}": v for k, v in best[2].items()}
+    trained_on = ("the six FEMTO/PRONOSTIA learning-set bearings and the simulator's training motors" if with_sim
+                  else "the six FEMTO/PRONOSTIA learning-set bearings")
     d, sess = export_xgboost(model, "bearing-spectrum-xgb", FEMTO_FEATURES, metrics, data,
-                             f"XGBoost {params} on bearing-spectrum features of the six FEMTO/PRONOSTIA learning-set "
-                             f"bearings, label: in the last {int(horizon * 100)} % of its life; selected by "
-                             f"leave-one-bearing-out ({best[0]})", HERE)
+                             f"XGBoost {params} on bearing-spectrum features of {trained_on}, label: in the last "
+                             f"{int(horizon * 100)} % of its life; selected by leave-one-bearing-out ({best[0]})", HERE)
     rows = X[:: max(1, len(X) // 1000)][:1000].copy()
     rows[::11, 9:13] = np.nan  # no bearing geometry: the envelope lines are missing
     parity_fixture("bearing-spectrum-xgb", d, model, sess, rows, "xgboost")
@@ -623,6 +701,6 @@ if __name__ == "__main__":
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bearing"); b.add_argument("--data", required=True); b.add_argument("--runs", type=int, default=len(BEARING_RUNS))
     a = sub.add_parser("ai4i"); a.add_argument("--data", required=True)
-    f = sub.add_parser("femto"); f.add_argument("--data", required=True)
+    f = sub.add_parser("femto"); f.add_argument("--data", required=True); f.add_argument("--sim")
     args = ap.parse_args()
     {"bearing": bearing, "ai4i": ai4i, "femto": femto}[args.cmd](args)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: build edgepm and run `edgepm demo` — an embedded MQTT
-# broker on a free port, the reference plugins as tenant "default", the baseline model, the host
+# broker on a free port, tenant "default" on bearing-spectrum -> bearing-spectrum-xgb, the host
 # and simulated motors (one of them wears out) — then print the summary.
 #   scripts/demo.sh [seconds=60] [data-dir=target/demo]
 set -euo pipefail
