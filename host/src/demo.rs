@@ -40,6 +40,9 @@ deadline_ms = 250
 window_size = 4
 language = "pt"
 cooldown_minutes = 60
+# The alert's history line: since when the RMS has stood above 1.5 × the motor's baseline.
+vibration_feature = "vib_rms_rel"
+vibration_alarm = 1.5
 "#;
 
 /// An MQTT broker inside this process, listening on `127.0.0.1:<port>`.

@@ -4,9 +4,11 @@
 //! A failure raises an alert unless the device had one within `cooldown_minutes` (default 60);
 //! the cool-down is read from the host's record of past alerts, so the plugin keeps no state. The
 //! alert says how likely the failure is, when the last reading was, what to do, since when the
-//! vibration has been abnormal (`history.above-since` on `vibration_rms` above
-//! `vibration_rms_alarm`, default 4.5 mm/s, ISO 10816 zone C for small machines) and which features
-//! pushed the score. Wording in Portuguese (`language = "pt"`, default) or English (`"en"`).
+//! vibration has been abnormal (`history.above-since` on the feature `vibration_feature` above
+//! `vibration_alarm`: by default `vibration_rms` above 4.5 mm/s, ISO 10816 zone C for small
+//! machines — for `bearing-spectrum` tenants e.g. `vib_rms_rel` above 1.5 × the machine's
+//! baseline) and which features pushed the score most (the largest contributions by magnitude).
+//! `vibration_rms_alarm` is the older name of `vibration_alarm`. Wording in Portuguese (`language = "pt"`, default) or English (`"en"`).
 //! Scores at or above `critical_threshold` (default 0.95) are critical, the others warnings.
 //!
 //! The decision logic is plain Rust over the [`Env`] trait, compiled natively too (the host's
@@ -26,7 +28,7 @@ pub const DEFAULT_COOLDOWN_MINUTES: i64 = 60;
 pub const DEFAULT_CRITICAL_THRESHOLD: f64 = 0.95;
 /// Vibration RMS (mm/s) above which vibration counts as abnormal in the history line.
 pub const DEFAULT_VIBRATION_ALARM: f64 = 4.5;
-/// Feature whose history the alert reports.
+/// Feature whose history the alert reports, when the tenant sets no `vibration_feature`.
 pub const VIBRATION_FEATURE: &str = "vibration_rms";
 /// Contributions listed in an alert body.
 pub const TOP_CONTRIBUTIONS: usize = 3;
@@ -63,7 +65,7 @@ pub struct Decision {
 pub struct ScoreRef<'a> {
     pub probability: f32,
     pub model: &'a str,
-    /// (feature, contribution), largest magnitude first.
+    /// (feature, contribution), in any order.
     pub contributions: &'a [(&'a str, f32)],
 }
 
@@ -73,6 +75,7 @@ pub struct Settings {
     pub threshold: f64,
     pub critical_threshold: f64,
     pub cooldown_ms: i64,
+    pub vibration_feature: String,
     pub vibration_alarm: f64,
     pub english: bool,
 }
@@ -103,7 +106,18 @@ impl Settings {
             threshold,
             critical_threshold: num(env, "critical_threshold", DEFAULT_CRITICAL_THRESHOLD)?,
             cooldown_ms: (cooldown_min * 60_000.0) as i64,
-            vibration_alarm: num(env, "vibration_rms_alarm", DEFAULT_VIBRATION_ALARM)?,
+            vibration_feature: match env.config("vibration_feature") {
+                Some(f) if f.trim().is_empty() => {
+                    return Err("setting 'vibration_feature' must name a feature".into());
+                }
+                Some(f) => f.trim().to_string(),
+                None => VIBRATION_FEATURE.to_string(),
+            },
+            vibration_alarm: num(
+                env,
+                "vibration_alarm",
+                num(env, "vibration_rms_alarm", DEFAULT_VIBRATION_ALARM)?,
+            )?,
             english,
         })
     }
@@ -127,19 +141,17 @@ pub fn decide(env: &impl Env, device: &str, ts_ms: i64, score: ScoreRef<'_>) -> 
     {
         return Ok(Decision { is_failure, alerts: Vec::new() });
     }
-    let since = env.above_since(device, VIBRATION_FEATURE, s.vibration_alarm);
+    let since = env.above_since(device, &s.vibration_feature, s.vibration_alarm);
     Ok(Decision { is_failure, alerts: vec![alert(&s, device, ts_ms, p, since, score)] })
 }
 
 fn alert(s: &Settings, device: &str, ts_ms: i64, p: f32, since: Option<i64>, score: ScoreRef<'_>) -> Alert {
     let severity = if p >= s.critical_threshold as f32 { Severity::Critical } else { Severity::Warning };
     let when = rfc3339(ts_ms);
-    let top: Vec<String> = score
-        .contributions
-        .iter()
-        .take(TOP_CONTRIBUTIONS)
-        .map(|(name, v)| format!("{name} ({v:+.2})"))
-        .collect();
+    let mut largest: Vec<&(&str, f32)> = score.contributions.iter().filter(|(_, v)| v.is_finite()).collect();
+    largest.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let top: Vec<String> =
+        largest.iter().take(TOP_CONTRIBUTIONS).map(|(name, v)| format!("{name} ({v:+.2})")).collect();
     let (subject, lines) = if s.english {
         (
             format!("⚠️ IMMINENT FAILURE ALERT — Equipment {device}"),
@@ -232,6 +244,43 @@ mod tests {
         assert!(a.body.contains("Última leitura: 2025-04-05T10:30:00Z"), "{}", a.body);
         assert!(a.body.contains("vibração anormal desde 2025-04-01"), "{}", a.body);
         assert!(a.body.contains("vibration_kurtosis (+1.25)"), "{}", a.body);
+    }
+
+    #[test]
+    fn main_factors_are_the_largest_contributions_and_the_history_feature_is_the_tenants() {
+        struct Asked(std::cell::RefCell<Vec<(String, f64)>>);
+        impl Env for Asked {
+            fn config(&self, key: &str) -> Option<String> {
+                match key {
+                    "vibration_feature" => Some("vib_rms_rel".into()),
+                    "vibration_alarm" => Some("1.5".into()),
+                    "language" => Some("en".into()),
+                    _ => None,
+                }
+            }
+            fn above_since(&self, _: &str, feature: &str, threshold: f64) -> Option<i64> {
+                self.0.borrow_mut().push((feature.to_string(), threshold));
+                Some(TS - 3_600_000)
+            }
+            fn last_alert_ms(&self, _: &str) -> Option<i64> {
+                None
+            }
+        }
+        let env = Asked(Default::default());
+        // In feature order, as the host gives them: the largest are not the first three.
+        let contributions =
+            [("vib_rms_rel", -0.14), ("vib_peak_rel", 0.16), ("vib_crest", 0.9), ("vib_kurtosis", -1.3), ("x", 0.2)];
+        let score = ScoreRef { probability: 0.9, model: "m@1", contributions: &contributions };
+        let a = &decide(&env, "M", TS, score).unwrap().alerts[0];
+        assert!(a.body.contains("Main factors: vib_kurtosis (-1.30), vib_crest (+0.90), x (+0.20)"), "{}", a.body);
+        assert!(a.body.contains("History: abnormal vibration since 2025-04-05"), "{}", a.body);
+        assert_eq!(*env.0.borrow(), [("vib_rms_rel".to_string(), 1.5)]);
+        // The defaults, and the older name of the alarm level.
+        let env = FakeEnv { config: HashMap::from([("vibration_rms_alarm", "7.1")]), ..Default::default() };
+        let s = Settings::read(&env).unwrap();
+        assert_eq!((s.vibration_feature.as_str(), s.vibration_alarm), ("vibration_rms", 7.1));
+        let env = FakeEnv { config: HashMap::from([("vibration_feature", " ")]), ..Default::default() };
+        assert!(Settings::read(&env).unwrap_err().contains("vibration_feature"));
     }
 
     #[test]
