@@ -286,11 +286,11 @@ def parity_fixture(name, model_dir, model, sess, X, kind):
     ort_p = ort_p[:, -1] if ort_p.ndim == 2 else ort_p
     cols = {f"x{i}": X[:, i] for i in range(X.shape[1])}
     cols["onnxruntime_probability"] = ort_p
-    if kind == "mlp":
+    if kind in ("mlp", "cnn"):
         ref = model.predict_proba(X)[:, 1]
         gap = float(np.abs(ref - ort_p).max())
-        print(f"  {name}: onnxruntime vs scikit-learn max |Δp| = {gap:.2e}")
-        assert gap < 1e-5, f"{name}: the ONNX graph drifts from scikit-learn by {gap}"
+        print(f"  {name}: onnxruntime vs {'scikit-learn' if kind == 'mlp' else 'numpy'} max |Δp| = {gap:.2e}")
+        assert gap < 1e-5, f"{name}: the ONNX graph drifts from its reference by {gap}"
     if kind == "xgboost":
         proba = model.predict_proba(X)[:, 1]
         contribs = model.get_booster().predict(xgb.DMatrix(X), pred_contribs=True)
@@ -450,6 +450,122 @@ def lobo_metrics(rows):
     }
 
 
+# The sequence model: a 1-D CNN over the window's readings (bearing-spectrum's `seq_*` features:
+# 8 quantities per reading, 4 readings), exported to ONNX and served by tract.
+SEQ_QUANTITIES = ["rms_rel", "velocity_rel", "band_1000_2000hz_rel", "band_2000_4000hz_rel",
+                  "band_4000_8000hz_rel", "band_8000_12800hz_rel", "kurtosis", "crest"]
+SEQ_READINGS = 4
+SEQ_FEATURES = [f"seq_{q}_{k}" for q in SEQ_QUANTITIES for k in range(SEQ_READINGS)]
+CNN_RUNS = [
+    ({"filters": 8, "kernel": 2, "epochs": 150, "lr": 0.01, "l2": 1e-3}, 0.2),
+    ({"filters": 16, "kernel": 3, "epochs": 150, "lr": 0.01, "l2": 1e-3}, 0.2),
+    ({"filters": 8, "kernel": 2, "epochs": 150, "lr": 0.01, "l2": 1e-3}, 0.1),
+]
+
+
+class SequenceCNN:
+    """log → per-quantity standardisation → Conv1d over the readings → ReLU → max over time →
+    dense → sigmoid; trained full-batch with Adam on class-weighted cross-entropy, in numpy (no
+    deep-learning framework: PyTorch's wheels are ~2.5 GB of CUDA), exported as standard ONNX
+    operators (Reshape, Max, Log, Sub, Div, Conv, Relu, ReduceMax, MatMul, Add, Sigmoid)."""
+
+    def __init__(self, filters, kernel, epochs, lr, l2, seed):
+        self.f, self.k, self.epochs, self.lr, self.l2, self.seed = filters, kernel, epochs, lr, l2, seed
+
+    def _input(self, X):
+        z = np.log(np.maximum(X.reshape(-1, len(SEQ_QUANTITIES), SEQ_READINGS), 1e-6))
+        return (z - self.mean) / self.std
+
+    def fit(self, X, y):
+        rng = np.random.default_rng(self.seed)
+        z = np.log(np.maximum(X.reshape(-1, len(SEQ_QUANTITIES), SEQ_READINGS), 1e-6))
+        self.mean = z.mean(axis=(0, 2), keepdims=True)
+        self.std = z.std(axis=(0, 2), keepdims=True) + 1e-6
+        z = (z - self.mean) / self.std
+        n, c, t = z.shape
+        k, f = self.k, self.f
+        params = {"W": rng.normal(0, np.sqrt(2 / (c * k)), (f, c, k)), "b": np.zeros(f),
+                  "w2": rng.normal(0, np.sqrt(1 / f), f), "b2": np.zeros(1)}
+        moments = {p: (np.zeros_like(v), np.zeros_like(v)) for p, v in params.items()}
+        pos = max(y.mean(), 1e-3)
+        weight = np.where(y == 1, 0.5 / pos, 0.5 / (1 - pos))
+        windows = np.stack([z[:, :, i:i + k] for i in range(t - k + 1)], axis=1)  # n, t', c, k
+        for step in range(1, self.epochs + 1):
+            h = np.einsum("nick,fck->nfi", windows, params["W"]) + params["b"][None, :, None]
+            a = np.maximum(h, 0)
+            idx = a.argmax(axis=2)
+            m = np.take_along_axis(a, idx[:, :, None], axis=2)[:, :, 0]
+            logit = m @ params["w2"] + params["b2"][0]
+            p = 1 / (1 + np.exp(-logit))
+            d = (p - y) * weight / n
+            grads = {"w2": m.T @ d + self.l2 * params["w2"], "b2": np.array([d.sum()])}
+            dm = d[:, None] * params["w2"][None, :]
+            da = np.zeros_like(a)
+            np.put_along_axis(da, idx[:, :, None], dm[:, :, None], axis=2)
+            dh = da * (h > 0)
+            grads["W"] = np.einsum("nfi,nick->fck", dh, windows) + self.l2 * params["W"]
+            grads["b"] = dh.sum(axis=(0, 2))
+            for name, g in grads.items():
+                m1, m2 = moments[name]
+                m1 = 0.9 * m1 + 0.1 * g
+                m2 = 0.999 * m2 + 0.001 * g * g
+                moments[name] = (m1, m2)
+                params[name] = params[name] - self.lr * (m1 / (1 - 0.9 ** step)) / (np.sqrt(m2 / (1 - 0.999 ** step)) + 1e-8)
+        self.params = params
+        return self
+
+    def predict_proba(self, X):
+        z = self._input(X)
+        k = self.k
+        windows = np.stack([z[:, :, i:i + k] for i in range(z.shape[2] - k + 1)], axis=1)
+        h = np.einsum("nick,fck->nfi", windows, self.params["W"]) + self.params["b"][None, :, None]
+        m = np.maximum(h, 0).max(axis=2)
+        p = 1 / (1 + np.exp(-(m @ self.params["w2"] + self.params["b2"][0])))
+        return np.stack([1 - p, p], axis=1)
+
+    def onnx(self):
+        from onnx import helper, numpy_helper, TensorProto
+        c, t = len(SEQ_QUANTITIES), SEQ_READINGS
+        f32 = lambda a, name: numpy_helper.from_array(np.asarray(a, np.float32), name)
+        inits = [numpy_helper.from_array(np.array([-1, c, t], np.int64), "shape"), f32([1e-6], "eps"),
+                 f32(self.mean, "mean"), f32(self.std, "std"), f32(self.params["W"], "W"), f32(self.params["b"], "B"),
+                 f32(self.params["w2"].reshape(-1, 1), "w2"), f32(self.params["b2"], "b2")]
+        nodes = [helper.make_node("Reshape", ["input", "shape"], ["seq"]),
+                 helper.make_node("Max", ["seq", "eps"], ["positive"]),
+                 helper.make_node("Log", ["positive"], ["logged"]),
+                 helper.make_node("Sub", ["logged", "mean"], ["centred"]),
+                 helper.make_node("Div", ["centred", "std"], ["z"]),
+                 helper.make_node("Conv", ["z", "W", "B"], ["h"], kernel_shape=[self.k]),
+                 helper.make_node("Relu", ["h"], ["a"]),
+                 helper.make_node("ReduceMax", ["a"], ["pooled"], axes=[2], keepdims=0),
+                 helper.make_node("MatMul", ["pooled", "w2"], ["m"]),
+                 helper.make_node("Add", ["m", "b2"], ["logit"]),
+                 helper.make_node("Sigmoid", ["logit"], ["probability"])]
+        graph = helper.make_graph(nodes, "sequence_cnn",
+                                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, c * t])],
+                                  [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None, 1])], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def export_cnn(model, name, metrics, data_path, description, out_root):
+    import onnx, onnxruntime as ort
+    d = out_root / name
+    d.mkdir(parents=True, exist_ok=True)
+    onx = model.onnx()
+    onnx.checker.check_model(onx)
+    onnx.save(onx, str(d / "model.onnx"))
+    meta = {
+        "name": name, "version": datetime.now(timezone.utc).strftime("%Y%m%d%H%M"), "engine": "onnx",
+        "file": "model.onnx", "features": SEQ_FEATURES, "output": 0, "threshold": THRESHOLD, "family": "cnn",
+        "description": description + "; needs complete rows (every seq_* feature of bearing-spectrum at a sample "
+                       "rate of at least 25.6 kHz)",
+        "training_data_sha256": sha256(data_path), "metrics": metrics,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return d, ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
 # The simulator's motors kept out of training: one of each group (models/femto.sh).
 SIM_TEST = ("short-MTR-004", "medium-MTR-004", "long-MTR-004", "healthy-MTR-004")
 # Features compared between FEMTO and the simulator (models/README.md).
@@ -560,11 +676,31 @@ def femto(args):
         report(f"{family}-{i % len(FEMTO_RUNS)}-last{int(horizon * 100)}pct{'+sim' if with_sim else ''}", rows,
                {"family": family, **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
                 "training": "femto+sim" if with_sim else "femto"}, sim_rows)
+    # The sequence model, the same ways: FEMTO alone and with the simulator's training motors.
+    cnn_runs = [(params, horizon, False) for params, horizon in CNN_RUNS]
+    if sim is not None:
+        cnn_runs += [(params, horizon, True) for params, horizon in CNN_RUNS]
+    for j, (params, horizon, with_sim) in enumerate(tqdm(cnn_runs, desc="cnn runs", unit="run")):
+        def predict(tr, te, params=params, horizon=horizon, with_sim=with_sim, seed=11 + j % len(CNN_RUNS)):
+            if with_sim:
+                tr = pd.concat([tr, sim_train])
+            y = (tr.life >= 1 - horizon).astype(int).to_numpy()
+            m = SequenceCNN(**params, seed=seed).fit(tr[SEQ_FEATURES].to_numpy(np.float64), y)
+            return m.predict_proba(te[SEQ_FEATURES].to_numpy(np.float64))[:, 1]
+        rows = lobo_table(df, predict)
+        sim_rows = sim_split_table(df, sim_test, predict) if sim is not None else None
+        report(f"cnn-{j % len(CNN_RUNS)}-last{int(horizon * 100)}pct{'+sim' if with_sim else ''}", rows,
+               {"family": "cnn", **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
+                "training": "femto+sim" if with_sim else "femto"}, sim_rows)
     # Model selection on the held-out FEMTO bearings: the most bearings warned without an early
     # alarm, then the longest median lead, then the fewest early alarms (the simulator's test split
-    # is reported, not selected on: it is our own physics).
-    learned = [r for r in results if not r[0].startswith("rule")]
-    best = max(learned, key=lambda r: (r[2]["bearings_warned"], r[2]["median_lead_pct"], -r[2]["first_half_alarms"]))
+    # is reported, not selected on: it is our own physics). Trees and the CNN separately: each
+    # ships (the host serves trees natively with TreeSHAP, the CNN on tract).
+    rank = lambda r: (r[2]["bearings_warned"], r[2]["median_lead_pct"], -r[2]["first_half_alarms"])
+    learned = [r for r in results if r[1]["family"] in ("xgboost", "random-forest")]
+    best = max(learned, key=rank)
+    cnns = [r for r in results if r[1]["family"] == "cnn"]
+    best_cnn = max(cnns, key=rank)
     table = []
     for name, params, metrics, rows, sim_rows in results:
         for source, rs in (("femto-lobo", rows), ("sim-test", sim_rows)):
@@ -594,6 +730,21 @@ def femto(args):
     rows = X[:: max(1, len(X) // 1000)][:1000].copy()
     rows[::11, 9:13] = np.nan  # no bearing geometry: the envelope lines are missing
     parity_fixture("bearing-spectrum-xgb", d, model, sess, rows, "xgboost")
+    print(f"exported {d}")
+    # The sequence model: the selected CNN configuration fitted on everything it was trained on.
+    print(f"selected sequence model {best_cnn[0]}: {best_cnn[2]}")
+    params, horizon, with_sim = cnn_runs[[n for n, *_ in cnns].index(best_cnn[0])]
+    full = pd.concat([df, sim_train]) if with_sim else df
+    Xs = full[SEQ_FEATURES].to_numpy(np.float64)
+    y = (full.life >= 1 - horizon).astype(int).to_numpy()
+    cnn = SequenceCNN(**params, seed=11 + CNN_RUNS.index((params, horizon))).fit(Xs, y)
+    trained_on = ("the six FEMTO/PRONOSTIA learning-set bearings and the simulator's training motors" if with_sim
+                  else "the six FEMTO/PRONOSTIA learning-set bearings")
+    d, sess = export_cnn(cnn, "bearing-spectrum-cnn", {f"lobo_{k}": v for k, v in best_cnn[2].items()}, data,
+                         f"1-D CNN {params} over the window's 4 readings (bearing-spectrum's seq_* features) of "
+                         f"{trained_on}, label: in the last {int(horizon * 100)} % of its life; selected by "
+                         f"leave-one-bearing-out ({best_cnn[0]})", HERE)
+    parity_fixture("bearing-spectrum-cnn", d, cnn, sess, Xs[:: max(1, len(Xs) // 1000)][:1000].astype(np.float32), "cnn")
     print(f"exported {d}")
 
 

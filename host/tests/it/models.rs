@@ -115,6 +115,33 @@ fn tract_matches_onnxruntime_on_the_mlp() {
     assert!(worst < 1e-5, "batched: max |tract − onnxruntime| = {worst:e}");
 }
 
+/// The sequence model (a 1-D CNN over the readings of a window, trained in numpy on FEMTO and the
+/// simulator, exported by `models/train.py femto`) on tract: the same probabilities as
+/// onnxruntime on 1,000 real windows' features, one at a time and batched.
+#[test]
+fn tract_matches_onnxruntime_on_the_sequence_cnn() {
+    let registry = ModelRegistry::new(fixtures());
+    let model = registry.get("bearing-spectrum-cnn").expect("the CNN loads on tract");
+    assert_eq!(model.feature_names().len(), 32);
+    assert_eq!(model.feature_names()[0], "seq_rms_rel_0");
+    let p = Parity::load("bearing-spectrum-cnn");
+    let ort = p.column("onnxruntime_probability");
+    assert!(p.rows.len() >= 1000);
+    let mut worst = 0.0f64;
+    for (i, row) in p.rows.iter().enumerate() {
+        let s = model.predict_row(row, false).expect("inference");
+        worst = worst.max((s.probability as f64 - ort[i]).abs());
+    }
+    assert!(worst < 1e-5, "max |tract − onnxruntime| = {worst:e}");
+    let flat: Vec<f32> = p.rows.iter().flatten().copied().collect();
+    let batch = model.predict_rows(&flat).expect("batched inference");
+    let worst = batch.iter().zip(&ort).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "batched: max |tract − onnxruntime| = {worst:e}");
+    // Not a constant: the windows span healthy to failing.
+    let (lo, hi) = ort.iter().fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
+    assert!(lo < 0.2 && hi > 0.8, "probabilities from {lo} to {hi}");
+}
+
 #[test]
 fn explanations_come_with_the_tree_models_prediction() {
     let registry = ModelRegistry::new(fixtures());

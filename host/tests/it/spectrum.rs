@@ -212,7 +212,7 @@ fn a_recordings_features_are_relative_to_the_machines_own_baseline() {
         ["--asset", "balls=13", "--asset", "ball_diameter_mm=3.5", "--asset", "pitch_diameter_mm=25.6"];
     let (header, rows) = features(&geometry);
     assert_eq!(header[..5], ["snapshot", "device", "timestamp", "minutes_to_end", "life"]);
-    assert_eq!(header[5..], bearing_spectrum::FEATURE_NAMES.map(str::to_string));
+    assert_eq!(header[5..], bearing_spectrum::feature_names(4));
     assert_eq!(rows.len(), 37, "windows of 4 snapshots, one per snapshot");
     let col = |name: &str| -> Vec<f64> {
         let i = bearing_spectrum::FEATURE_NAMES.iter().position(|n| *n == name).expect(name);
@@ -273,8 +273,8 @@ fn a_folder_of_csv_snapshots_replays_as_the_same_recording_in_npz() {
 
 /// `edgepm simulate --sensor accelerometer --record` writes a motor's life as a recording that
 /// replays like a real one: its bearing comes from the recording (`[asset]` in recording.toml),
-/// and the shipped tenant `vibration` — the FEMTO-trained model — warns of the simulated defect
-/// well before the failure and never on the healthy motor.
+/// and the shipped tenant `vibration` — the FEMTO-trained trees, then the sequence CNN on tract —
+/// warns of the simulated defect well before the failure and never on the healthy motor.
 #[test]
 fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     let _timing = crate::support::shared();
@@ -327,4 +327,29 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     assert!(before_onset.clone().all(|(_, p, _)| *p < 0.5), "{:?}", before_onset.collect::<Vec<_>>());
     let healthy = scored("MTR-002");
     assert!(healthy.iter().all(|(_, p, _)| *p < 0.8), "the healthy motor is never flagged: {healthy:?}");
+
+    // The same tenant with the sequence model (a 1-D CNN over each window's readings, on tract):
+    // `models/bearing-spectrum-cnn` beside the trees, chosen in tenant.toml.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/bearing-spectrum-cnn");
+    let cnn = models.join("bearing-spectrum-cnn");
+    std::fs::create_dir_all(&cnn).expect("model folder");
+    for f in ["metadata.json", "model.onnx"] {
+        std::fs::copy(shipped.join(f), cnn.join(f)).expect("the shipped CNN");
+    }
+    let toml = plugins.join("vibration/tenant.toml");
+    let text = std::fs::read_to_string(&toml).expect("tenant.toml");
+    let changed = text.replace("model = \"bearing-spectrum-xgb\"", "model = \"bearing-spectrum-cnn\"");
+    assert_ne!(text, changed);
+    std::fs::write(&toml, changed).expect("tenant.toml");
+    let failing = scored("MTR-001");
+    assert!(
+        failing
+            .iter()
+            .all(|(_, p, model)| model.starts_with("bearing-spectrum-cnn@") && (0.0..=1.0).contains(p))
+    );
+    let first = failing.iter().find(|(_, p, _)| *p >= 0.8).expect("the CNN flags the wearing motor");
+    assert!(first.0 >= 3.0, "the CNN flagged {} min before the failure", first.0);
+    assert!(failing.iter().filter(|(m, _, _)| *m > 20.0).all(|(_, p, _)| *p < 0.8), "{failing:?}");
+    let healthy = scored("MTR-002");
+    assert!(healthy.iter().all(|(_, p, _)| *p < 0.8), "the CNN never flags the healthy motor: {healthy:?}");
 }

@@ -24,7 +24,8 @@ impl Guest for BearingSpectrum {
         let asset: Vec<(String, String)> = w.asset.iter().map(|a| (a.key.clone(), a.value.clone())).collect();
         let window = crate::Window { timestamps_ms: &w.timestamps_ms, channels: &channels, asset: &asset };
         let values = crate::compute(&window, |feature| w.baseline(feature))?;
-        Ok(Features { names: crate::FEATURE_NAMES.iter().map(|n| n.to_string()).collect(), values })
+        let readings = (values.len() - crate::FEATURE_NAMES.len()) / crate::SEQUENCE.len();
+        Ok(Features { names: crate::feature_names(readings), values })
     }
 }
 

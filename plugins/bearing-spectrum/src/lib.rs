@@ -18,7 +18,11 @@
 //!   (band energies: the square root of their ratio). Healthy levels differ between machines and
 //!   mountings; these ratios are what a model trained on other machines can compare. A device's
 //!   first window, before anything was recorded, is its own baseline (ratio 1);
-//! - `temperature_*`, `current_*`: mean and slope per hour when the readings carry them, else NaN.
+//! - `temperature_*`, `current_*`: mean and slope per hour when the readings carry them, else NaN;
+//! - **the sequence** (`seq_<quantity>_<k>`, after those, [`feature_names`]): the window's readings
+//!   one by one — for each of [`SEQUENCE`], its value in reading `k` (0 = the oldest), combined
+//!   over the axes like the medians, levels over the same baselines — the input of a sequence
+//!   model (a 1-D CNN over the readings, `models/README.md`), which the medians would hide.
 //!
 //! The defect lines need the bearing's geometry and shaft speed from the asset record (`balls`,
 //! `ball_diameter_mm`, `pitch_diameter_mm`, `contact_angle_deg`, `rpm`) or an `rpm` channel;
@@ -39,7 +43,7 @@ const LEVELS: &[&str] = FEATURE_NAMES.split_at(13).0;
 const IS_ENERGY: [bool; LEVELS.len()] =
     [false, false, false, true, true, true, true, true, true, false, false, false, false];
 
-/// Names of the features, in the order [`compute`] writes them.
+/// Names of the window's summary features, the first ones [`compute`] writes.
 pub const FEATURE_NAMES: [&str; 37] = [
     // levels
     "vib_rms_g",
@@ -85,6 +89,38 @@ pub const FEATURE_NAMES: [&str; 37] = [
 ];
 const SHAPES: usize = 7;
 
+/// The quantities given per reading (`seq_<quantity>_<k>`): levels over their baselines (named
+/// by their `*_rel` feature without `vib_`) and shapes — every one defined for any accelerometer
+/// at 25.6 kHz, so a sequence model gets complete rows.
+pub const SEQUENCE: [&str; 8] = [
+    "rms_rel",
+    "velocity_rel",
+    "band_1000_2000hz_rel",
+    "band_2000_4000hz_rel",
+    "band_4000_8000hz_rel",
+    "band_8000_12800hz_rel",
+    "kurtosis",
+    "crest",
+];
+
+/// Every feature name of a window of `readings` readings, in the order [`compute`] writes them:
+/// [`FEATURE_NAMES`], then [`SEQUENCE`] quantity by quantity, reading by reading.
+pub fn feature_names(readings: usize) -> Vec<String> {
+    let mut names: Vec<String> = FEATURE_NAMES.iter().map(|n| n.to_string()).collect();
+    for q in SEQUENCE {
+        names.extend((0..readings).map(|k| format!("seq_{q}_{k}")));
+    }
+    names
+}
+
+/// Index into a burst's quantities (`LEVELS` then the shapes) of a [`SEQUENCE`] entry.
+fn sequence_index(q: &str) -> usize {
+    let name = format!("vib_{q}");
+    let i = FEATURE_NAMES.iter().position(|n| *n == name).expect("a sequence quantity is a feature");
+    // A `*_rel` feature stands for the level it divides (the levels' order).
+    if i >= LEVELS.len() + SHAPES { i - LEVELS.len() - SHAPES } else { i }
+}
+
 /// One channel of a window, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct Channel<'a> {
@@ -107,8 +143,8 @@ pub struct Window<'a> {
 /// envelope lines are then NaN): a mid-size deep-groove bearing at 1,500 rpm.
 const NOMINAL: DefectFrequencies = DefectFrequencies { bpfo: 100.0, bpfi: 150.0, bsf: 60.0, ftf: 10.0 };
 
-/// Computes [`FEATURE_NAMES`] for `window`; `baseline(name)` answers the device's baseline of a
-/// level (the `history.baseline` import).
+/// Computes [`feature_names`]`(readings)` for `window`; `baseline(name)` answers the device's
+/// baseline of a level (the `history.baseline` import).
 pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> Result<Vec<f32>, String> {
     let axes: Vec<&Channel<'_>> = window
         .channels
@@ -119,8 +155,9 @@ pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> R
         return Err("window has no samples of channel 'vibration'".into());
     }
     let defects = defect_frequencies(window)?;
-    // Per axis, the median over the window's bursts of each quantity.
+    // Per axis, the median over the window's bursts of each quantity, and each burst's.
     let mut per_axis: Vec<[f64; LEVELS.len() + SHAPES]> = Vec::with_capacity(axes.len());
+    let mut per_burst: Vec<Vec<[f64; LEVELS.len() + SHAPES]>> = Vec::with_capacity(axes.len());
     for c in &axes {
         let fs = c.sample_rate_hz.ok_or_else(|| {
             format!(
@@ -149,54 +186,61 @@ pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> R
             .map(|b| spectrum::analyse(b, fs, unit, &defects.unwrap_or(NOMINAL)))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("channel '{}': {e}", c.name))?;
-        let quantity = |f: &dyn Fn(&BurstSpectrum) -> f64| median(bursts.iter().map(f).collect());
-        let mut q = [f64::NAN; LEVELS.len() + SHAPES];
-        q[0] = quantity(&|b| b.moments.rms);
-        q[1] = quantity(&|b| b.moments.peak);
-        q[2] = quantity(&|b| b.velocity_rms_mm_s);
-        for band in 0..HZ_BANDS {
-            q[3 + band] = quantity(&|b| b.band_energy[band]);
-        }
-        if defects.is_some() {
-            q[9] = quantity(&|b| b.bpfo.amplitude);
-            q[10] = quantity(&|b| b.bpfi.amplitude);
-            q[11] = quantity(&|b| b.bsf.amplitude);
-            q[12] = quantity(&|b| b.ftf.amplitude);
-            q[16] = quantity(&|b| b.bpfo.prominence);
-            q[17] = quantity(&|b| b.bpfi.prominence);
-            q[18] = quantity(&|b| b.bsf.prominence);
-            q[19] = quantity(&|b| b.ftf.prominence);
-        }
-        q[13] = quantity(&|b| b.moments.crest);
-        q[14] = quantity(&|b| b.moments.kurtosis);
-        q[15] = quantity(&|b| b.resonance_kurtosis);
-        per_axis.push(q);
-    }
-    let mut out = Vec::with_capacity(FEATURE_NAMES.len());
-    // Levels: RMS over axes (energies: mean) — the peak and the envelope lines: the largest axis.
-    let n = per_axis.len() as f64;
-    let mut levels = [f64::NAN; LEVELS.len()];
-    for (i, level) in levels.iter_mut().enumerate() {
-        let values = per_axis.iter().map(|q| q[i]);
-        *level = match i {
-            1 | 9..=12 => values.fold(f64::NAN, f64::max),
-            _ if IS_ENERGY[i] => values.sum::<f64>() / n,
-            _ => (values.map(|v| v * v).sum::<f64>() / n).sqrt(),
+        let quantities = |b: &BurstSpectrum| {
+            let mut q = [f64::NAN; LEVELS.len() + SHAPES];
+            q[0] = b.moments.rms;
+            q[1] = b.moments.peak;
+            q[2] = b.velocity_rms_mm_s;
+            q[3..3 + HZ_BANDS].copy_from_slice(&b.band_energy);
+            if defects.is_some() {
+                q[9] = b.bpfo.amplitude;
+                q[10] = b.bpfi.amplitude;
+                q[11] = b.bsf.amplitude;
+                q[12] = b.ftf.amplitude;
+                q[16] = b.bpfo.prominence;
+                q[17] = b.bpfi.prominence;
+                q[18] = b.bsf.prominence;
+                q[19] = b.ftf.prominence;
+            }
+            q[13] = b.moments.crest;
+            q[14] = b.moments.kurtosis;
+            q[15] = b.resonance_kurtosis;
+            q
         };
+        let each: Vec<[f64; LEVELS.len() + SHAPES]> = bursts.iter().map(quantities).collect();
+        per_axis.push(std::array::from_fn(|i| median(each.iter().map(|q| q[i]).collect())));
+        per_burst.push(each);
     }
-    out.extend(levels.iter().map(|&v| v as f32));
-    for i in LEVELS.len()..LEVELS.len() + SHAPES {
-        out.push(per_axis.iter().map(|q| q[i]).fold(f64::NAN, f64::max) as f32);
-    }
-    for (i, name) in LEVELS.iter().enumerate() {
-        let ratio = match baseline(name) {
-            // The device's first window: nothing recorded yet, it is its own baseline.
-            None => 1.0,
-            Some(b) if b > 0.0 && b.is_finite() => levels[i] / b,
-            Some(_) => f64::NAN,
-        };
-        let ratio = if levels[i].is_nan() { f64::NAN } else { ratio };
-        out.push(if IS_ENERGY[i] { ratio.sqrt() } else { ratio } as f32);
+    let readings = per_burst.iter().map(Vec::len).min().unwrap_or(0);
+    let mut out = Vec::with_capacity(FEATURE_NAMES.len() + SEQUENCE.len() * readings);
+    let summary = combine(&per_axis);
+    let levels = &summary[..LEVELS.len()];
+    out.extend(summary.iter().map(|&v| v as f32));
+    // The baselines of the levels: `None` on the device's first window (nothing recorded yet:
+    // it is its own baseline).
+    let baselines: Vec<Option<f64>> = LEVELS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match baseline(name) {
+            None => Some(levels[i]),
+            Some(b) if b > 0.0 && b.is_finite() => Some(b),
+            Some(_) => None,
+        })
+        .collect();
+    let ratio = |i: usize, level: f64| match baselines[i] {
+        Some(b) if !level.is_nan() && b > 0.0 => {
+            if IS_ENERGY[i] {
+                (level / b).sqrt()
+            } else {
+                level / b
+            }
+        }
+        // The first window of a device whose level is 0 or NaN: 1 as before, NaN for NaN.
+        Some(_) if !level.is_nan() => 1.0,
+        _ => f64::NAN,
+    };
+    for (i, &level) in levels.iter().enumerate() {
+        out.push(ratio(i, level) as f32);
     }
     for name in ["temperature", "current"] {
         let (mean, slope) = match window.channels.iter().find(|c| c.name == name && !c.samples.is_empty()) {
@@ -206,7 +250,31 @@ pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> R
         out.push(mean as f32);
         out.push(slope as f32);
     }
+    // The sequence: each reading's quantities, combined over the axes like the medians.
+    let by_reading: Vec<[f64; LEVELS.len() + SHAPES]> =
+        (0..readings).map(|k| combine(&per_burst.iter().map(|axis| axis[k]).collect::<Vec<_>>())).collect();
+    for q in SEQUENCE {
+        let i = sequence_index(q);
+        for r in &by_reading {
+            out.push(if i < LEVELS.len() { ratio(i, r[i]) } else { r[i] } as f32);
+        }
+    }
     Ok(out)
+}
+
+/// One value per quantity from the axes' values: levels as the RMS over axes (energies: mean),
+/// the peak and the envelope lines as the largest axis; shapes as the largest axis.
+fn combine(per_axis: &[[f64; LEVELS.len() + SHAPES]]) -> [f64; LEVELS.len() + SHAPES] {
+    let n = per_axis.len() as f64;
+    std::array::from_fn(|i| {
+        let values = per_axis.iter().map(|q| q[i]);
+        match i {
+            1 | 9..=12 => values.fold(f64::NAN, f64::max),
+            _ if i >= LEVELS.len() => values.fold(f64::NAN, f64::max),
+            _ if IS_ENERGY[i] => values.sum::<f64>() / n,
+            _ => (values.map(|v| v * v).sum::<f64>() / n).sqrt(),
+        }
+    })
 }
 
 /// The bearing's defect frequencies from the asset record, the shaft speed from an `rpm` channel
@@ -285,7 +353,7 @@ mod tests {
         let c = [channel("vibration", &x)];
         let asset = femto_asset();
         let v = compute(&window(&c, &asset), |f| (f == "vib_rms_g").then_some(0.2)).unwrap();
-        assert_eq!(v.len(), FEATURE_NAMES.len());
+        assert_eq!(v.len(), feature_names(4).len());
         assert!((feature(&v, "vib_rms_g") - 0.4).abs() < 0.02, "{}", feature(&v, "vib_rms_g"));
         assert!((feature(&v, "vib_rms_rel") - 2.0).abs() < 0.1, "{}", feature(&v, "vib_rms_rel"));
         // No baseline recorded yet: the window is its own.
@@ -298,6 +366,34 @@ mod tests {
         let none = compute(&window(&c, &rpm_only), |_| None).unwrap();
         assert!(feature(&none, "vib_bpfo_g").is_nan() && feature(&none, "vib_bpfo_rel").is_nan());
         assert!((feature(&none, "vib_rms_g") - 0.4).abs() < 0.02);
+    }
+
+    #[test]
+    fn the_sequence_gives_each_reading_against_the_same_baselines() {
+        // Four bursts: the last two twice as strong.
+        let mut x = bursts(0.2, 5);
+        x[2 * 2560..].iter_mut().for_each(|v| *v *= 2.0);
+        let c = [channel("vibration", &x)];
+        let names = feature_names(4);
+        assert_eq!(names.len(), 37 + 8 * 4);
+        assert_eq!(names[37..41], ["seq_rms_rel_0", "seq_rms_rel_1", "seq_rms_rel_2", "seq_rms_rel_3"]);
+        assert_eq!(names.last().map(String::as_str), Some("seq_crest_3"));
+        let at = |v: &[f32], name: &str| v[names.iter().position(|n| n == name).expect(name)];
+        let v = compute(&window(&c, &[]), |f| (f == "vib_rms_g").then_some(0.2)).unwrap();
+        assert_eq!(v.len(), names.len());
+        let rms: Vec<f32> = (0..4).map(|k| at(&v, &format!("seq_rms_rel_{k}"))).collect();
+        assert!((0.9..1.1).contains(&rms[0]) && (0.9..1.1).contains(&rms[1]), "{rms:?}");
+        assert!((1.8..2.2).contains(&rms[2]) && (1.8..2.2).contains(&rms[3]), "{rms:?}");
+        // A band's energy ratio is an amplitude ratio, as in the summary features.
+        let band = at(&v, "seq_band_4000_8000hz_rel_3") / at(&v, "seq_band_4000_8000hz_rel_0");
+        assert!((1.7..2.3).contains(&band), "{band}");
+        assert!((2.5..3.5).contains(&at(&v, "seq_kurtosis_0")));
+        assert!(v[37..].iter().all(|x| x.is_finite()), "complete rows for a sequence model");
+        // The device's first window (no baseline yet): the readings against the window's median.
+        let first = compute(&window(&c, &[]), |_| None).unwrap();
+        assert_eq!(at(&first, "vib_rms_rel"), 1.0);
+        let s: Vec<f32> = (0..4).map(|k| at(&first, &format!("seq_rms_rel_{k}"))).collect();
+        assert!(s[0] < 1.0 && s[3] > 1.0, "{s:?}");
     }
 
     #[test]

@@ -268,11 +268,20 @@ mod tests {
         }
         let env = Asked(Default::default());
         // In feature order, as the host gives them: the largest are not the first three.
-        let contributions =
-            [("vib_rms_rel", -0.14), ("vib_peak_rel", 0.16), ("vib_crest", 0.9), ("vib_kurtosis", -1.3), ("x", 0.2)];
+        let contributions = [
+            ("vib_rms_rel", -0.14),
+            ("vib_peak_rel", 0.16),
+            ("vib_crest", 0.9),
+            ("vib_kurtosis", -1.3),
+            ("x", 0.2),
+        ];
         let score = ScoreRef { probability: 0.9, model: "m@1", contributions: &contributions };
         let a = &decide(&env, "M", TS, score).unwrap().alerts[0];
-        assert!(a.body.contains("Main factors: vib_kurtosis (-1.30), vib_crest (+0.90), x (+0.20)"), "{}", a.body);
+        assert!(
+            a.body.contains("Main factors: vib_kurtosis (-1.30), vib_crest (+0.90), x (+0.20)"),
+            "{}",
+            a.body
+        );
         assert!(a.body.contains("History: abnormal vibration since 2025-04-05"), "{}", a.body);
         assert_eq!(*env.0.borrow(), [("vib_rms_rel".to_string(), 1.5)]);
         // The defaults, and the older name of the alarm level.
