@@ -6,7 +6,7 @@
 //! - **broadband vibration**: Gaussian noise with FEMTO's healthy spectrum — little below 1 kHz,
 //!   most of the energy between 1 and 12.8 kHz ([`HEALTHY_BANDS`]) — made in the frequency domain
 //!   (each bin's amplitude from the band's level, a random phase, one inverse real FFT), scaled by
-//!   the motor's mounting (healthy RMS 0.28–0.46 g across a fleet; FEMTO's six span 0.34–0.45)
+//!   the motor's mounting (healthy RMS 0.28–0.44 g across a fleet; FEMTO's six span 0.34–0.45)
 //!   and growing with wear;
 //! - **running speed**: 1× and 2× the shaft speed, a few hundredths of a g — what the ISO 10816
 //!   velocity (10–1,000 Hz) of a healthy motor is made of, with the low broadband;

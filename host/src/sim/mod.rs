@@ -1,4 +1,4 @@
-//! Simulated motors with a bearing that wears out, publishing the canonical telemetry payload.
+//! Simulated motors with a bearing that wears out, publishing telemetry.
 //!
 //! The physics is deliberately simple but has the right signatures, so features, models and
 //! alerts behave as they would on a real outer-race defect:
@@ -115,12 +115,17 @@ impl MotorSpec {
                 ("ball_diameter_mm", b.ball_diameter_mm),
                 ("pitch_diameter_mm", b.pitch_diameter_mm),
                 ("contact_angle_deg", b.contact_angle_deg),
-                ("rpm", (self.shaft_hz * 60.0 * 10.0).round() / 10.0),
+                ("rpm", self.rpm()),
             ] {
                 asset.push((k.to_string(), v.to_string()));
             }
         }
         asset
+    }
+
+    /// The shaft speed in revolutions per minute, to 0.1.
+    pub fn rpm(&self) -> f64 {
+        (self.shaft_hz * 600.0).round() / 10.0
     }
 }
 
@@ -303,7 +308,7 @@ pub fn write_recording(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut description = toml::Table::new();
     description.insert("fs_hz".into(), fs_hz.into());
-    description.insert("rpm".into(), ((motor.spec.shaft_hz * 600.0).round() / 10.0).into());
+    description.insert("rpm".into(), motor.spec.rpm().into());
     description.insert("period_s".into(), period_s.into());
     let asset: toml::Table = motor.spec.asset().into_iter().map(|(k, v)| (k, v.into())).collect();
     description.insert("asset".into(), asset.into());
@@ -385,7 +390,7 @@ pub fn fleet(
                     let mut rng = SmallRng::seed_from_u64(seed ^ 0xACCE_1000 ^ i as u64);
                     accelerometer::Mounting {
                         bearing,
-                        // Healthy RMS 0.28–0.46 g across the fleet.
+                        // Healthy RMS 0.28–0.44 g across the fleet.
                         gain: 0.8 + 0.45 * rng.random::<f64>(),
                         resonance_hz: 3_000.0 + 6_000.0 * rng.random::<f64>(),
                     }
@@ -706,6 +711,31 @@ mod tests {
             .expect("the simulator publishes what the host accepts");
         assert_eq!(reading.channels.len(), 3);
         assert_eq!(m.topic(), "edgepm/acme/MTR-001/telemetry");
+    }
+
+    #[test]
+    fn an_accelerometer_publishes_described_bursts_and_its_bearing() {
+        let mut m = fleet("acme", 1, 0, 0.0, 1.0, 1).remove(0);
+        m.spec.sensor = Sensor::ACCELEROMETER;
+        let (ts, payload) = m.payload(1000, 0.0, 4096);
+        assert!(payload.len() < 12_000, "{} bytes", payload.len());
+        let reading = crate::ingest::decode(&m.topic(), &payload, &crate::ingest::Limits::default(), ts)
+            .expect("the host accepts the burst object");
+        let v = reading.channels.iter().find(|(name, _)| name == "vibration").expect("vibration");
+        let crate::ingest::Samples::Burst(samples) = &v.1 else { panic!("a burst") };
+        assert_eq!(samples.len(), 4096);
+        let rms = (samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / 4096.0).sqrt();
+        assert!((0.2..0.6).contains(&rms), "healthy RMS {rms} g");
+        let d = reading.described.iter().find(|d| d.channel == "vibration").expect("described");
+        assert_eq!((d.fs_hz, d.unit.as_deref()), (Some(25_600.0), Some("g")));
+        // The asset record names the bearing: the host finds its defect frequencies.
+        let asset = m.spec.asset();
+        let (geometry, shaft_hz) =
+            bearing_features::spectrum::from_asset(&asset).expect("a geometry").expect("a valid geometry");
+        assert_eq!(geometry.balls, 8.0);
+        assert!((shaft_hz - m.spec.shaft_hz).abs() < 0.01, "rpm to 0.1: {shaft_hz} Hz");
+        let (_, message) = m.asset_message();
+        assert!(String::from_utf8_lossy(&message).contains("\"pitch_diameter_mm\":\"72.5\""));
     }
 
     /// Window-completion times (32nd reading, then every 8th) of every motor over `secs`.
