@@ -253,23 +253,28 @@ def mlp_onnx(model, n):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-def export_mlp(model, name, names, metrics, data_path, description, out_root, medians):
+def export_onnx_graph(onx, name, names, family, metrics, data_path, description, out_root):
+    """Checks and saves an ONNX graph as `<out_root>/<name>/model.onnx` with its metadata.json
+    (engine onnx, served by tract); returns the folder and an onnxruntime session on it."""
     import onnx, onnxruntime as ort
     d = out_root / name
     d.mkdir(parents=True, exist_ok=True)
-    onx = mlp_onnx(model, len(names))
     onnx.checker.check_model(onx)
     onnx.save(onx, str(d / "model.onnx"))
     meta = {
         "name": name, "version": datetime.now(timezone.utc).strftime("%Y%m%d%H%M"), "engine": "onnx",
-        "file": "model.onnx", "features": names, "output": 0, "threshold": THRESHOLD, "family": "mlp",
-        "description": description + "; needs complete rows (training medians: "
-                       + ", ".join(f"{k}={v:.4g}" for k, v in zip(names, medians)) + ")",
-        "training_data_sha256": sha256(data_path), "metrics": metrics,
+        "file": "model.onnx", "features": names, "output": 0, "threshold": THRESHOLD, "family": family,
+        "description": description, "training_data_sha256": sha256(data_path), "metrics": metrics,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return d, ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def export_mlp(model, name, names, metrics, data_path, description, out_root, medians):
+    return export_onnx_graph(mlp_onnx(model, len(names)), name, names, "mlp", metrics, data_path,
+                             description + "; needs complete rows (training medians: "
+                             + ", ".join(f"{k}={v:.4g}" for k, v in zip(names, medians)) + ")", out_root)
 
 
 def parity_fixture(name, model_dir, model, sess, X, kind):
@@ -548,22 +553,9 @@ class SequenceCNN:
 
 
 def export_cnn(model, name, metrics, data_path, description, out_root):
-    import onnx, onnxruntime as ort
-    d = out_root / name
-    d.mkdir(parents=True, exist_ok=True)
-    onx = model.onnx()
-    onnx.checker.check_model(onx)
-    onnx.save(onx, str(d / "model.onnx"))
-    meta = {
-        "name": name, "version": datetime.now(timezone.utc).strftime("%Y%m%d%H%M"), "engine": "onnx",
-        "file": "model.onnx", "features": SEQ_FEATURES, "output": 0, "threshold": THRESHOLD, "family": "cnn",
-        "description": description + "; needs complete rows (every seq_* feature of bearing-spectrum at a sample "
-                       "rate of at least 25.6 kHz)",
-        "training_data_sha256": sha256(data_path), "metrics": metrics,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return d, ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    return export_onnx_graph(model.onnx(), name, SEQ_FEATURES, "cnn", metrics, data_path,
+                             description + "; needs complete rows (every seq_* feature of bearing-spectrum at a "
+                             "sample rate of at least 25.6 kHz)", out_root)
 
 
 # The simulator's motors kept out of training: one of each group (models/femto.sh).

@@ -130,6 +130,18 @@ fn replay(
         .expect("edgepm replay")
 }
 
+/// `edgepm tenant deploy <tenant>` into the given folders.
+fn deploy(tenant: &str, plugins: &Path, models: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["tenant", "deploy", tenant, "--plugins-dir"])
+        .arg(plugins)
+        .arg("--models-dir")
+        .arg(models)
+        .output()
+        .expect("edgepm tenant deploy");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot() {
     let _timing = crate::support::shared();
@@ -137,14 +149,7 @@ fn a_recording_replays_through_a_tenants_real_pipeline_one_reading_per_snapshot(
     let file = dir.path().join("run.npz");
     recording(&file, true);
     let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
-    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-        .args(["tenant", "deploy", "bearing", "--plugins-dir"])
-        .arg(&plugins)
-        .arg("--models-dir")
-        .arg(&models)
-        .output()
-        .expect("edgepm tenant deploy");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    deploy("bearing", &plugins, &models);
     let out = dir.path().join("predictions.csv");
     let o = replay("bearing", (&plugins, &models), &file, &out, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -296,14 +301,7 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     assert!(rec.axes[0].snapshots.iter().all(|s| s.len() == 4_096));
     assert!(rec.asset.iter().any(|(k, v)| k == "balls" && v == "8"), "{:?}", rec.asset);
     let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
-    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-        .args(["tenant", "deploy", "vibration", "--plugins-dir"])
-        .arg(&plugins)
-        .arg("--models-dir")
-        .arg(&models)
-        .output()
-        .expect("edgepm tenant deploy");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    deploy("vibration", &plugins, &models);
     let scored = |motor: &str| -> Vec<(f64, f64, String)> {
         let out = dir.path().join(format!("{motor}.csv"));
         let o = replay("vibration", (&plugins, &models), &recordings.join(motor), &out, &[]);
