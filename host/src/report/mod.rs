@@ -581,8 +581,8 @@ impl WeekReport {
         }
         let columns = [
             Column::left("Tenant", 70.0),
-            Column::left("Model", 90.0),
-            Column::left("Preprocess · score · policy plugins", 175.0),
+            Column::left("Model", 110.0),
+            Column::left("Preprocess · score · policy plugins", 155.0),
             Column::right("Windows", 50.0),
             Column::left("Served", WIDTH - 385.0),
         ];
@@ -592,7 +592,8 @@ impl WeekReport {
             .map(|v| {
                 vec![
                     Cell::new(v.tenant.clone()),
-                    Cell::new(v.model.clone()),
+                    // name@version on two lines: a long name is not broken inside a word.
+                    Cell::new(v.model.replacen('@', "\n@", 1)),
                     Cell::new(v.plugins.join("\n")),
                     Cell::new(v.windows.to_string()),
                     Cell::new(format!("{} to {}", short_time(v.first_ms), short_time(v.last_ms))),

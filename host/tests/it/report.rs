@@ -226,8 +226,7 @@ fn a_simulated_week_gives_a_report_naming_the_top_risk_equipment_and_listing_tha
         "New vs old equipment",
         "Degradation",
         "Plugins and models serving",
-        // (the model column wraps the name: bearing-spectrum-x / gb@<version>)
-        "bearing-spectrum",
+        "bearing-spectrum-xgb",
     ] {
         assert!(text.contains(section), "{section} missing:\n{text}");
     }
