@@ -28,14 +28,18 @@ for npz in "$femto"/Bearing*.npz; do
     --asset balls=13 --asset ball_diameter_mm=3.5 --asset pitch_diameter_mm=25.6 --asset contact_angle_deg=0
 done
 # The simulator at FEMTO's time scale: accelerometer motors run to failure (lives of 2–7.5 h,
-# the defect from 45–75 % of the life) and healthy ones for 6 h, recorded as FEMTO is (a 4,096-
-# sample burst every 40 s), through the same replay: the comparison of the two in
-# models/README.md, training data beside FEMTO's, and a test split of motors never trained on.
+# the defect from 45–75 % of the life), healthy ones for 6 h, and `seeded` ones whose defect is
+# there before the recording starts (a bearing damaged when it is commissioned: its baseline
+# includes the defect), recorded as FEMTO is (a 4,096-sample burst every 40 s), through the same
+# replay: the comparison of the two in models/README.md, training data beside FEMTO's, and a
+# test split of motors never trained on. sim-groups.csv tells train.py each group's timing.
 rm -rf "$work/sim" models/data/sim && mkdir -p models/data/sim
+echo "name,motors,failing,onset_s,time_to_failure_s,seed,period_s" > models/data/sim-groups.csv
 #          name  motors failing onset_s time_to_failure_s seed
 while read -r name motors failing onset ttf seed; do
+  echo "$name,$motors,$failing,$onset,$ttf,$seed,40" >> models/data/sim-groups.csv
   "$edgepm" simulate --sensor accelerometer --record "$work/sim/$name" --motors "$motors" --failing "$failing" \
-    --onset "$onset" --time-to-failure "$ttf" --period 40 --seed "$seed" >/dev/null
+    --onset="$onset" --time-to-failure "$ttf" --period 40 --seed "$seed" >/dev/null
   for rec in "$work/sim/$name"/*/; do
     RUST_LOG=error "$edgepm" replay --tenant vibration --plugins-dir "$work/plugins" --models-dir "$work/models" \
       --recording "$rec" --features-only --out "models/data/sim/$name-$(basename "$rec").csv"
@@ -45,6 +49,7 @@ short   4 4  5400  7200 101
 medium  4 4 11000 16200 102
 long    4 4 12000 27000 103
 healthy 4 0     0 21600 104
+seeded  4 4 -6000  3600 105
 RUNS
 "$venv/bin/python" - <<'PY'
 import pandas as pd, pathlib
