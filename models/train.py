@@ -595,6 +595,8 @@ def sim_labels(tr, horizon, mode):
         simulated = tr.health.notna().to_numpy()
         y = np.where(simulated, tr.health.to_numpy() >= HEALTH_FAILING, y)
     return y.astype(int)
+
+
 # Features compared between FEMTO and the simulator (models/README.md).
 COMPARED = ["vib_rms_g", "vib_velocity_mm_s", "vib_kurtosis", "vib_crest", "vib_resonance_sk",
             "vib_bpfo_prominence", "vib_band_1000_2000hz", "vib_band_8000_12800hz", "vib_rms_rel"]
