@@ -140,6 +140,14 @@ pub struct Score {
     pub contributions: Vec<Contribution>,
 }
 
+impl Score {
+    /// Puts the contributions in the contract's order, largest magnitude first (a model explains
+    /// in feature order; a scorer plugin may return any order).
+    pub fn order_contributions(&mut self) {
+        self.contributions.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {

@@ -258,6 +258,11 @@ impl StagePlugin {
             },
             |s| validate::score(s, &self.limits.output()),
         )
+        .map(|mut s| {
+            // The contract promises policies (and the store) the largest contributions first.
+            s.order_contributions();
+            s
+        })
     }
 
     /// `decide` of a policy.

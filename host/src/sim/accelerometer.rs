@@ -140,10 +140,10 @@ fn broadband(rng: &mut SmallRng, fs_hz: f64, n: usize, gain: f64) -> Vec<f64> {
     let fft = PLANNER.with(|p| p.borrow_mut().plan_fft_inverse(n));
     let mut spectrum = fft.make_input_vec();
     let bin_hz = fs_hz / n as f64;
+    // Bins 1 up to Nyquist, Nyquist itself excluded for an even n (its imaginary part must be 0).
+    let top = if n.is_multiple_of(2) { n / 2 } else { n / 2 + 1 };
     for &(lo, hi, mean_square) in &HEALTHY_BANDS {
-        let bins: Vec<usize> = (1..spectrum.len())
-            .filter(|&k| (lo..hi).contains(&(k as f64 * bin_hz)) && (k < n / 2 || !n.is_multiple_of(2)))
-            .collect();
+        let bins = ((lo / bin_hz).ceil() as usize).max(1)..((hi / bin_hz).ceil() as usize).min(top);
         if bins.is_empty() {
             continue;
         }

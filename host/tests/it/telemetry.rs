@@ -608,6 +608,20 @@ fn the_demo_runs_for_30_seconds_and_leaves_predictions_alerts_and_the_log() {
         0,
         "every alerting prediction carries its SHAP contributions\n{stdout}"
     );
+    // In the contract's order, largest magnitude first (the trees explain in feature order).
+    let mut stmt = db.prepare("SELECT contributions FROM predictions WHERE is_failure").expect("query");
+    let explained: Vec<String> =
+        stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
+    assert!(!explained.is_empty(), "{stdout}");
+    for c in &explained {
+        let values: Vec<f64> = json(c)
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| c["value"].as_f64().expect("a value").abs())
+            .collect();
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "not largest first: {c}");
+    }
     assert!(
         count("SELECT count(*) FROM predictions WHERE device = 'MTR-001' AND is_failure") > 0,
         "{stdout}"

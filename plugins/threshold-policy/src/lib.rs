@@ -65,7 +65,8 @@ pub struct Decision {
 pub struct ScoreRef<'a> {
     pub probability: f32,
     pub model: &'a str,
-    /// (feature, contribution), in any order.
+    /// (feature, contribution): the host gives them largest magnitude first (the contract);
+    /// the alert sorts them again, so a host that does not cannot mislabel its main factors.
     pub contributions: &'a [(&'a str, f32)],
 }
 
