@@ -39,6 +39,11 @@ pub struct SimulateArgs {
     /// Sample rate of an accelerometer, Hz.
     #[arg(long, default_value_t = edgepm::sim::accelerometer::DEFAULT_FS_HZ)]
     fs_hz: f64,
+    /// Where a failing motor's bearing defect is (an accelerometer's impacts): `outer-race` (at
+    /// BPFO), `inner-race` (at BPFI, modulated once per revolution) or `ball` (at 2 × BSF,
+    /// modulated by the cage).
+    #[arg(long, value_enum, default_value_t = edgepm::sim::accelerometer::Fault::OuterRace)]
+    fault: edgepm::sim::accelerometer::Fault,
     /// Vibration samples per reading (default: 64 for velocity, 4,096 for an accelerometer).
     #[arg(long)]
     samples: Option<usize>,
@@ -101,6 +106,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     );
     for m in &mut motors {
         m.spec.sensor = sensor;
+        m.spec.mounting.fault = args.fault;
     }
     if let Some(dir) = &args.record {
         anyhow::ensure!(args.period > 0.0, "--period must be positive");

@@ -10,11 +10,16 @@
 //!   and growing with wear;
 //! - **running speed**: 1× and 2× the shaft speed, a few hundredths of a g — what the ISO 10816
 //!   velocity (10–1,000 Hz) of a healthy motor is made of, with the low broadband;
-//! - **defect impacts** once the bearing degrades: one per ball passing the outer-race defect, at
-//!   the BPFO the bearing's geometry gives (`spectrum::Geometry::frequencies`, with 1 % random slip
-//!   between impacts), each ringing the motor's structural resonance (a damped sine, quality
-//!   factor [`RING_Q`]) with a random strength. They raise the kurtosis, the crest factor, the
-//!   resonance band's spectral kurtosis and the envelope's BPFO lines long before the RMS.
+//! - **defect impacts** once the bearing degrades, each ringing the motor's structural resonance
+//!   (a damped sine, quality factor [`RING_Q`]) with a random strength, at the rate the bearing's
+//!   geometry gives (`spectrum::Geometry::frequencies`, with [`SLIP`] random slip between
+//!   impacts) for the motor's [`Fault`]: an **outer-race** defect (the default) is struck at BPFO
+//!   with a steady strength (it sits still in the load zone); an **inner-race** defect at BPFI,
+//!   its strength modulated once per shaft revolution as it turns through the load zone (sidebands
+//!   at ± 1× in the envelope); a **ball** defect at 2 × BSF (it strikes both races once per spin),
+//!   weaker, modulated by the cage (FTF) carrying the ball through the load zone. They raise the
+//!   kurtosis, the crest factor, the resonance band's spectral kurtosis and the envelope's defect
+//!   lines long before the RMS.
 //!
 //! Calibrated by `tests::healthy_and_late_life_bursts_look_like_femtos` against the medians of
 //! FEMTO's first half of life and last tenth of life.
@@ -62,11 +67,49 @@ const SLIP: f64 = 0.1;
 /// (kurtosis 3.3, crest 4.2), not Gaussian.
 const ROUGHNESS: (f64, f64) = (80.0, 1.2);
 
+/// Where a bearing's defect is: what strikes, how often, and how the load zone modulates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Fault {
+    /// A spall on the outer race: impacts at BPFO, steady.
+    #[default]
+    OuterRace,
+    /// A spall on the inner race: impacts at BPFI, modulated once per shaft revolution.
+    InnerRace,
+    /// A spall on a ball: impacts at 2 × BSF, weaker, modulated at the cage's speed (FTF).
+    Ball,
+}
+
+impl Fault {
+    /// The name used on the command line and in recordings: `outer-race`, `inner-race`, `ball`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::OuterRace => "outer-race",
+            Fault::InnerRace => "inner-race",
+            Fault::Ball => "ball",
+        }
+    }
+
+    /// Impacts per second, the frequency of the load zone's modulation (Hz, `None`: steady) and
+    /// the impacts' strength relative to an outer-race defect's, for a shaft at `shaft_hz`.
+    fn impacts(self, bearing: &Geometry, shaft_hz: f64) -> (f64, Option<f64>, f64) {
+        let f = bearing.frequencies(shaft_hz).ok();
+        match self {
+            Fault::OuterRace => (f.map_or(3.57 * shaft_hz, |f| f.bpfo), None, 1.0),
+            Fault::InnerRace => (f.map_or(5.43 * shaft_hz, |f| f.bpfi), Some(shaft_hz), 1.0),
+            Fault::Ball => {
+                (f.map_or(4.7 * shaft_hz, |f| 2.0 * f.bsf), Some(f.map_or(0.4 * shaft_hz, |f| f.ftf)), 0.9)
+            }
+        }
+    }
+}
+
 /// How a motor's accelerometer sees its bearing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mounting {
     /// The bearing whose defect frequencies the impacts follow.
     pub bearing: Geometry,
+    /// Where its defect grows (when the motor degrades).
+    pub fault: Fault,
     /// Gain of the sensor's mounting on the whole signal (1 = FEMTO's median).
     pub gain: f64,
     /// Structural resonance the impacts ring, Hz (kept below 0.4 × the sample rate).
@@ -119,13 +162,18 @@ pub fn burst(
         ring(&mut x, at, strength);
     }
     if h > 0.0 {
-        let bpfo = mounting.bearing.frequencies(shaft_hz).map(|f| f.bpfo).unwrap_or(3.57 * shaft_hz);
-        let peak = IMPACT_G * mounting.gain * h.powf(0.7);
+        let (per_second, modulation, relative) = mounting.fault.impacts(&mounting.bearing, shaft_hz);
+        let peak = IMPACT_G * relative * mounting.gain * h.powf(0.7);
+        // The load zone: strongest once per turn of what carries the defect through it (an
+        // outer-race defect stays put: no draw, so such motors keep their random streams).
+        let load = modulation.map(|f| (f, rng.random::<f64>() * TAU));
+        let load_at =
+            |t: f64| load.map_or(1.0, |(f, phase)| 0.3 + 0.7 * (0.5 + 0.5 * (TAU * f * t + phase).cos()));
         // The impact before the burst's first sample may still ring: start one period early.
-        let period = 1.0 / bpfo;
+        let period = 1.0 / per_second;
         let mut at = -rng.random::<f64>() * period;
         while at < span {
-            let strength = peak * (0.6 + 0.8 * rng.random::<f64>());
+            let strength = peak * load_at(at) * (0.6 + 0.8 * rng.random::<f64>());
             ring(&mut x, at, strength);
             let slip: f64 = StandardNormal.sample(rng);
             at += period * (1.0 + SLIP * slip);
@@ -167,8 +215,12 @@ mod tests {
     use bearing_features::spectrum::{Unit, analyse};
     use rand::SeedableRng as _;
 
-    const FEMTO_LIKE: Mounting =
-        Mounting { bearing: bearing_features::spectrum::FEMTO_BEARING, gain: 1.0, resonance_hz: 5_000.0 };
+    const FEMTO_LIKE: Mounting = Mounting {
+        bearing: bearing_features::spectrum::FEMTO_BEARING,
+        fault: Fault::OuterRace,
+        gain: 1.0,
+        resonance_hz: 5_000.0,
+    };
 
     /// Median over `bursts` bursts at health `h` of each of (RMS g, velocity mm/s, kurtosis,
     /// crest, resonance SK, BPFO prominence).
@@ -208,6 +260,66 @@ mod tests {
         let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
         let below: f64 = HEALTHY_BANDS.iter().filter(|b| b.1 <= 4_000.0).map(|b| b.2).sum();
         assert!((ms / below - 1.0).abs() < 0.15, "mean-square {ms} vs {below}");
+    }
+
+    /// Each fault strikes where its geometry says: its own envelope line stands out (the ball's
+    /// 2 × BSF is the BSF line's second harmonic), and the bursts turn impulsive, at FEMTO's
+    /// sample rate and at 12 kHz (a common one for industrial accelerometers).
+    #[test]
+    fn each_fault_shows_its_own_defect_line() {
+        // The simulated fleet's 6309-class bearing (FEMTO's puts 2 × BSF within 3 % of BPFI).
+        let motor = Mounting {
+            bearing: Geometry {
+                balls: 8.0,
+                ball_diameter_mm: 17.46,
+                pitch_diameter_mm: 72.5,
+                contact_angle_deg: 0.0,
+            },
+            ..FEMTO_LIKE
+        };
+        for fs in [DEFAULT_FS_HZ, 12_000.0] {
+            let healthy = line_features(&motor, 0.0, fs, 21, 4);
+            for fault in [Fault::OuterRace, Fault::InnerRace, Fault::Ball] {
+                let m = Mounting { fault, ..motor };
+                let f = line_features(&m, 0.6, fs, 21, 5);
+                eprintln!("{fs} Hz {fault:?}: {f:?} (healthy {healthy:?})");
+                let own = match fault {
+                    Fault::OuterRace => 1,
+                    Fault::InnerRace => 2,
+                    Fault::Ball => 3,
+                };
+                assert!(
+                    f[0] > healthy[0] + 0.3,
+                    "{fault:?} at {fs} Hz: kurtosis {} vs healthy {}",
+                    f[0],
+                    healthy[0]
+                );
+                assert!(
+                    f[own] > healthy[own] + 1.0,
+                    "{fault:?} at {fs} Hz: its line {f:?} vs healthy {healthy:?}"
+                );
+                for other in 1..4 {
+                    assert!(other == own || f[own] > f[other], "{fault:?} at {fs} Hz: {f:?}");
+                }
+            }
+        }
+    }
+
+    /// Median kurtosis and BPFO, BPFI, BSF prominences over `bursts` bursts.
+    fn line_features(m: &Mounting, h: f64, fs: f64, bursts: usize, seed: u64) -> [f64; 4] {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let defects = m.bearing.frequencies(30.0).expect("geometry");
+        let mut rows: Vec<[f64; 4]> = (0..bursts)
+            .map(|_| {
+                let x = burst(&mut rng, m, 30.0, h, fs, DEFAULT_SAMPLES);
+                let s = analyse(&x, fs, Unit::G, &defects).expect("a spectrum");
+                [s.moments.kurtosis, s.bpfo.prominence, s.bpfi.prominence, s.bsf.prominence]
+            })
+            .collect();
+        std::array::from_fn(|j| {
+            rows.sort_by(|a, b| a[j].total_cmp(&b[j]));
+            rows[bursts / 2][j]
+        })
     }
 
     /// The targets are FEMTO's medians (models/data/femto-features.csv, `models/femto.sh`): first

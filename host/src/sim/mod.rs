@@ -318,7 +318,12 @@ pub fn write_recording(
             "# A simulated {unit} recording of {} ({}), written by edgepm\n{}",
             motor.spec.device,
             match motor.spec.degradation {
-                Some(d) => format!("bearing defect from {:.0} s, failure at {:.0} s", d.onset_s, d.failure_s),
+                Some(d) => format!(
+                    "{} bearing defect from {:.0} s, failure at {:.0} s",
+                    motor.spec.mounting.fault.name(),
+                    d.onset_s,
+                    d.failure_s
+                ),
                 None => "healthy".into(),
             },
             toml::to_string(&description)?
@@ -390,6 +395,7 @@ pub fn fleet(
                     let mut rng = SmallRng::seed_from_u64(seed ^ 0xACCE_1000 ^ i as u64);
                     accelerometer::Mounting {
                         bearing,
+                        fault: accelerometer::Fault::OuterRace,
                         // Healthy RMS 0.28–0.44 g across the fleet.
                         gain: 0.8 + 0.45 * rng.random::<f64>(),
                         resonance_hz: 3_000.0 + 6_000.0 * rng.random::<f64>(),

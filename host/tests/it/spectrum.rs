@@ -351,3 +351,80 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     let healthy = scored("MTR-002");
     assert!(healthy.iter().all(|(_, p, _)| *p < 0.8), "the CNN never flags the healthy motor: {healthy:?}");
 }
+
+/// A bearing already damaged when it is commissioned: its baseline includes the defect, so its
+/// levels over the baseline stay ≈ 1 and only the shapes (kurtosis, crest, resonance SK, the
+/// envelope's defect lines) can tell. The shipped tenant `vibration` flags such a motor within its
+/// commissioning period whatever the fault (outer race, inner race, ball) and the accelerometer's
+/// sample rate (12, 48, 25.6 kHz — pairs other than `models/femto.sh`'s held-out motors, another
+/// seed), and never flags the healthy motor recorded beside it.
+#[test]
+fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_rate() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
+    deploy("vibration", &plugins, &models);
+    for (fault, fs, samples) in
+        [("outer-race", "12000", "4096"), ("inner-race", "48000", "8192"), ("ball", "25600", "4096")]
+    {
+        // Two motors over 20 simulated minutes, a snapshot every 20 s; the first's defect is at
+        // health 0.44 when the recording starts and fails at minute 20 (±5 %).
+        let recordings = dir.path().join(fault);
+        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+            .args([
+                "simulate",
+                "--sensor",
+                "accelerometer",
+                "--motors",
+                "2",
+                "--failing",
+                "1",
+                "--fault",
+                fault,
+            ])
+            .args(["--fs-hz", fs, "--samples", samples, "--onset=-2400", "--time-to-failure", "1200"])
+            .args(["--period", "20", "--seed", "17", "--record"])
+            .arg(&recordings)
+            .output()
+            .expect("edgepm simulate --record");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let description =
+            std::fs::read_to_string(recordings.join("MTR-001/recording.toml")).expect("recording.toml");
+        assert!(description.contains(&format!("{fault} bearing defect")), "{description}");
+        let scored = |motor: &str| -> Vec<(f64, f64)> {
+            let out = dir.path().join(format!("{fault}-{motor}.csv"));
+            let o = replay("vibration", (&plugins, &models), &recordings.join(motor), &out, &[]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = std::fs::read_to_string(&out).expect("predictions");
+            text.lines()
+                .skip(1)
+                .map(|l| {
+                    let r: Vec<&str> = l.split(',').collect();
+                    (r[3].parse().expect("minutes"), r[5].parse().expect("p"))
+                })
+                .collect()
+        };
+        let damaged = scored("MTR-001");
+        let start = damaged.first().expect("windows").0;
+        // The commissioning period: the tenant's first 10 minutes, all baseline.
+        let commissioning: Vec<f64> =
+            damaged.iter().filter(|(m, _)| start - m <= 10.0).map(|(_, p)| *p).collect();
+        let flagged = commissioning.iter().filter(|p| **p >= 0.8).count();
+        eprintln!(
+            "{fault} at {fs} Hz: {flagged} of {} commissioning windows flagged: {commissioning:?}",
+            commissioning.len()
+        );
+        // At least a quarter of them: the bar models/train.py sets for a selectable model (the
+        // ball, the weakest defect, is flagged in about 40 %; both races in nearly all).
+        assert!(
+            4 * flagged >= commissioning.len(),
+            "{fault} at {fs} Hz: {flagged} of {} flagged: {commissioning:?}",
+            commissioning.len()
+        );
+        let healthy = scored("MTR-002");
+        assert!(
+            healthy.iter().all(|(_, p)| *p < 0.8),
+            "{fs} Hz: the healthy motor is never flagged: {healthy:?}"
+        );
+    }
+}
