@@ -53,8 +53,8 @@ long          4 4 12000 27000 103 outer-race 25600 4096
 healthy       4 0     0 21600 104 outer-race 25600 4096
 inner         4 4 11000 16200 106 inner-race 25600 4096
 ball          4 4 11000 16200 107 ball       25600 4096
-healthy_12k   3 0     0 10800 110 outer-race 12000 4096
-healthy_48k   3 0     0 10800 111 outer-race 48000 8192
+healthy_12k   6 0     0 10800 110 outer-race 12000 4096
+healthy_48k   6 0     0 10800 111 outer-race 48000 8192
 seeded_outer_12k 3 3 -6000 3600 120 outer-race 12000 4096
 seeded_outer_25k 3 3 -6000 3600 121 outer-race 25600 4096
 seeded_outer_48k 3 3 -6000 3600 122 outer-race 48000 8192

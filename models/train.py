@@ -635,6 +635,24 @@ def comparison(femto_df, sim_df):
     return pd.DataFrame(rows)
 
 
+# The envelope-line features: NaN for a device whose asset record gives no bearing geometry.
+LINES = [f for f in FEMTO_FEATURES if f.split("_")[1] in ("bpfo", "bpfi", "bsf", "ftf")]
+
+
+def without_geometry(frame):
+    """The same windows as a device without a bearing geometry gives them: no envelope lines."""
+    out = frame.copy()
+    out[LINES] = np.nan
+    return out
+
+
+def with_no_geometry_copies(tr):
+    """Every training window twice — as measured, and as a device without a bearing geometry
+    would give it — so that trees learn where a missing line goes (seen only at serving time, a
+    missing value takes a branch no data chose)."""
+    return pd.concat([tr, without_geometry(tr)])
+
+
 def sim_split_table(train, sim_test, predict):
     """The simulator's test motors scored by a model fitted on `train`: first alert of each failing
     motor, alarm episodes (rising edges over the threshold) of the healthy ones."""
@@ -687,7 +705,7 @@ def femto(args):
     experiment("femto-lobo")
     results = []
 
-    def report(name, rows, params, sim_rows=None):
+    def report(name, rows, params, sim_rows=None, bare_rows=None):
         metrics = lobo_metrics(rows)
         per = {f"{r['bearing']}_lead_pct": (r["first_alert_pct_of_life"] if np.isfinite(r["first_alert_pct_of_life"]) else -1)
                for r in rows}
@@ -705,6 +723,15 @@ def femto(args):
             for g, v in by_group.items():
                 metrics[f"sim_{g}_baseline_flagged_pct"] = float(np.mean(v))
             metrics["sim_seeded_min_flagged_pct"] = min((float(np.mean(v)) for v in by_group.values()), default=0.0)
+        if bare_rows:
+            metrics["sim_no_geometry_healthy_alarm_episodes"] = sum(
+                r["first_half_alarms"] for r in bare_rows if r["bearing"].startswith("healthy"))
+            bare_groups = {}
+            for r in bare_rows:
+                if r["bearing"].startswith("seeded"):
+                    bare_groups.setdefault(sim_group(r["bearing"]), []).append(r["baseline_flagged_pct"])
+            metrics["sim_no_geometry_seeded_min_flagged_pct"] = min(
+                (float(np.mean(v)) for v in bare_groups.values()), default=0.0)
         with mlflow.start_run(run_name=name):
             mlflow.log_params({**params, "data_sha256": sha256(data), "threshold": THRESHOLD,
                                "validation": "leave one bearing out",
@@ -715,6 +742,9 @@ def femto(args):
                     f"{metrics['sim_median_lead_pct']:.1f} %, {metrics['sim_healthy_alarm_episodes']} alarms on healthy, "
                     f"seeded flagged in {metrics['sim_seeded_baseline_flagged_pct']:.0f} % of their commissioning windows "
                     f"(fault type least flagged: {metrics['sim_seeded_min_flagged_pct']:.0f} %)"
+                    + (f"; without geometry: {metrics['sim_no_geometry_healthy_alarm_episodes']} alarms on healthy, "
+                       f"least-flagged seeded group {metrics['sim_no_geometry_seeded_min_flagged_pct']:.0f} %"
+                       if bare_rows else "")
                     if sim_rows else "")
         print(f"  {name:<32} warned {metrics['bearings_warned']}/6 without early alarms, median lead "
               f"{metrics['median_lead_pct']:5.1f} % of life, first-half alarms on "
@@ -741,15 +771,19 @@ def femto(args):
     runs = [(family, params, horizon, mode) for mode in modes for family, params, horizon in FEMTO_RUNS]
     for i, (family, params, horizon, mode) in enumerate(tqdm(runs, desc="femto runs", unit="run")):
         def predict(tr, te, family=family, params=params, horizon=horizon, mode=mode, seed=7 + i % len(FEMTO_RUNS)):
-            tr = training_set(tr, mode)
+            tr = with_no_geometry_copies(training_set(tr, mode))
             y = sim_labels(tr, horizon, mode)
             m = fit(family, params, tr[FEMTO_FEATURES].to_numpy(np.float32), y, None, None, seed, early_stopping=False)
             return m.predict_proba(te[FEMTO_FEATURES].to_numpy(np.float32))[:, 1]
         rows = lobo_table(df, predict)
         sim_rows = sim_split_table(df, sim_test, predict) if sim is not None else None
+        # The healthy and seeded test motors again, as devices without a bearing geometry.
+        bare = (without_geometry(sim_test[sim_test.bearing.str.startswith(("healthy", "seeded"))])
+                if sim is not None else None)
+        bare_rows = sim_split_table(df, bare, predict) if sim is not None else None
         report(f"{family}-{i % len(FEMTO_RUNS)}-last{int(horizon * 100)}pct{suffix[mode]}", rows,
                {"family": family, **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
-                "training": training[mode]}, sim_rows)
+                "training": training[mode]}, sim_rows, bare_rows)
     # The sequence model, the same ways.
     cnn_runs = [(params, horizon, mode) for mode in modes for params, horizon in CNN_RUNS]
     for j, (params, horizon, mode) in enumerate(tqdm(cnn_runs, desc="cnn runs", unit="run")):
@@ -765,9 +799,9 @@ def femto(args):
         report(f"cnn-{j % len(CNN_RUNS)}-last{int(horizon * 100)}pct{suffix[mode]}", rows,
                {"family": "cnn", **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
                 "training": training[mode]}, sim_rows)
-    # Model selection. Admissible: no alarm on the simulator's healthy motors, and every seeded
-    # group (each fault type at each sample rate) flagged in at least SEEDED_MIN of its
-    # commissioning windows — FEMTO cannot speak for a bearing damaged at commissioning (none of
+    # Model selection. Admissible: no alarm on the simulator's healthy motors (with their bearing
+    # geometry and without it), and every seeded group (each fault type at each sample rate)
+    # flagged in at least SEEDED_MIN of its commissioning windows — FEMTO cannot speak for a bearing damaged at commissioning (none of
     # its six is), the simulator is the only evidence for that target. (When no run is
     # admissible, every run is.) Among those, on the held-out FEMTO bearings: the most warned
     # without an early alarm, then the longest median lead — leads within LEAD_TIE of the best
@@ -777,6 +811,7 @@ def femto(args):
     # the CNN on tract).
     def select(candidates):
         admissible = [r for r in candidates if r[2].get("sim_healthy_alarm_episodes", 0) == 0
+                      and r[2].get("sim_no_geometry_healthy_alarm_episodes", 0) == 0
                       and r[2].get("sim_seeded_min_flagged_pct", SEEDED_MIN) >= SEEDED_MIN] or candidates
         warned = max(r[2]["bearings_warned"] for r in admissible)
         top = [r for r in admissible if r[2]["bearings_warned"] == warned]
@@ -805,7 +840,7 @@ def femto(args):
     # simulator's training motors when it was trained with them).
     family, params, horizon, mode = runs[[n for n, *_ in learned].index(best[0])]
     assert family == "xgboost", "the host serves trees natively (TreeSHAP): pick an XGBoost run"
-    full = training_set(df, mode)
+    full = with_no_geometry_copies(training_set(df, mode))
     X = full[FEMTO_FEATURES].to_numpy(np.float32)
     y = sim_labels(full, horizon, mode)
     model = fit(family, params, X, y, None, None, 7, early_stopping=False)
@@ -814,7 +849,8 @@ def femto(args):
                   else "the six FEMTO/PRONOSTIA learning-set bearings")
     d, sess = export_xgboost(model, "bearing-spectrum-xgb", FEMTO_FEATURES, metrics, data,
                              f"XGBoost {params} on bearing-spectrum features of {trained_on}, label: in the last "
-                             f"{int(horizon * 100)} % of its life{HEALTH_NOTE if mode == 'health' else ''}; selected "
+                             f"{int(horizon * 100)} % of its life{HEALTH_NOTE if mode == 'health' else ''}; every window "
+                             f"also without its envelope lines (a device without a bearing geometry); selected "
                              f"by leave-one-bearing-out ({best[0]})", HERE)
     rows = X[:: max(1, len(X) // 1000)][:1000].copy()
     rows[::11, 9:13] = np.nan  # no bearing geometry: the envelope lines are missing
