@@ -563,14 +563,16 @@ def export_cnn(model, name, metrics, data_path, description, out_root):
 # The simulator's motors kept out of training: one of each group (models/femto.sh). A `seeded_*`
 # group (a defect already there when the recording starts: its baseline includes it; one per
 # fault type and sample rate) is trained on only when labelled by health.
-SIM_TEST = tuple(f"{g}-MTR-004" for g in ("short", "medium", "long", "inner", "ball", "healthy")) + tuple(
-    f"{g}-MTR-003" for g in ["healthy_12k", "healthy_48k"] + [f"seeded_{fault}_{rate}" for fault in ("outer", "inner", "ball")
-                                                               for rate in ("12k", "25k", "48k")])
+SEEDED_GROUPS = [f"seeded_{fault}_{rate}" for fault in ("outer", "inner", "ball") for rate in ("12k", "25k", "48k")]
+SIM_TEST = (tuple(f"{g}-MTR-004" for g in ("short", "medium", "long", "inner", "ball", "healthy"))
+            + tuple(f"{g}-MTR-003" for g in ["healthy_12k", "healthy_48k"] + SEEDED_GROUPS))
 
 
 def sim_group(motor):
     """The group (models/femto.sh's name) of a simulated motor `<group>-MTR-<n>`."""
     return motor.rsplit("-MTR-", 1)[0]
+
+
 # Labelled by health (`+simh`): a simulated window is failing when its defect is clearly there.
 HEALTH_FAILING = 0.3
 HEALTH_NOTE = f" (a simulated window: its health index ≥ {HEALTH_FAILING})"
@@ -801,9 +803,9 @@ def femto(args):
                 "training": training[mode]}, sim_rows)
     # Model selection. Admissible: no alarm on the simulator's healthy motors (with their bearing
     # geometry and without it), and every seeded group (each fault type at each sample rate)
-    # flagged in at least SEEDED_MIN of its commissioning windows — FEMTO cannot speak for a bearing damaged at commissioning (none of
-    # its six is), the simulator is the only evidence for that target. (When no run is
-    # admissible, every run is.) Among those, on the held-out FEMTO bearings: the most warned
+    # flagged in at least SEEDED_MIN of its commissioning windows — FEMTO cannot speak for a
+    # bearing damaged at commissioning (none of its six is), the simulator is the only evidence
+    # for that target. (When no run is admissible, every run is.) Among those, on the held-out FEMTO bearings: the most warned
     # without an early alarm, then the longest median lead — leads within LEAD_TIE of the best
     # are a tie (a few windows on a 2 h life) — then the least-flagged seeded group, the lead,
     # the fewest early alarms. The simulator's run-to-failure motors are reported, not selected

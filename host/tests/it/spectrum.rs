@@ -302,19 +302,8 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     assert!(rec.asset.iter().any(|(k, v)| k == "balls" && v == "8"), "{:?}", rec.asset);
     let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
     deploy("vibration", &plugins, &models);
-    let scored = |motor: &str| -> Vec<(f64, f64, String)> {
-        let out = dir.path().join(format!("{motor}.csv"));
-        let o = replay("vibration", (&plugins, &models), &recordings.join(motor), &out, &[]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = std::fs::read_to_string(&out).expect("predictions");
-        // snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature
-        text.lines()
-            .skip(1)
-            .map(|l| {
-                let r: Vec<&str> = l.split(',').collect();
-                (r[3].parse().expect("minutes"), r[5].parse().expect("p"), r[7].to_string())
-            })
-            .collect()
+    let scored = |motor: &str| {
+        scored_windows((&plugins, &models), &recordings.join(motor), &dir.path().join(format!("{motor}.csv")))
     };
     let failing = scored("MTR-001");
     assert_eq!(failing.len(), rec.t_s.len() - 3, "windows of 4 snapshots, one per snapshot");
@@ -356,8 +345,8 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
 /// levels over the baseline stay ≈ 1 and only the shapes (kurtosis, crest, resonance SK, the
 /// envelope's defect lines) can tell. The shipped tenant `vibration` flags such a motor within its
 /// commissioning period whatever the fault (outer race, inner race, ball) and the accelerometer's
-/// sample rate (12, 48, 25.6 kHz — pairs other than `models/femto.sh`'s held-out motors, another
-/// seed), and never flags the healthy motor recorded beside it.
+/// sample rate (12, 48, 25.6 kHz; motors of a seed `models/femto.sh` never uses), and never flags
+/// the healthy motor recorded beside it.
 #[test]
 fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_rate() {
     let _timing = crate::support::shared();
@@ -391,24 +380,15 @@ fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_r
         let description =
             std::fs::read_to_string(recordings.join("MTR-001/recording.toml")).expect("recording.toml");
         assert!(description.contains(&format!("{fault} bearing defect")), "{description}");
-        let scored = |motor: &str| -> Vec<(f64, f64)> {
+        let scored = |motor: &str| {
             let out = dir.path().join(format!("{fault}-{motor}.csv"));
-            let o = replay("vibration", (&plugins, &models), &recordings.join(motor), &out, &[]);
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let text = std::fs::read_to_string(&out).expect("predictions");
-            text.lines()
-                .skip(1)
-                .map(|l| {
-                    let r: Vec<&str> = l.split(',').collect();
-                    (r[3].parse().expect("minutes"), r[5].parse().expect("p"))
-                })
-                .collect()
+            scored_windows((&plugins, &models), &recordings.join(motor), &out)
         };
         let damaged = scored("MTR-001");
         let start = damaged.first().expect("windows").0;
         // The commissioning period: the tenant's first 10 minutes, all baseline.
         let commissioning: Vec<f64> =
-            damaged.iter().filter(|(m, _)| start - m <= 10.0).map(|(_, p)| *p).collect();
+            damaged.iter().filter(|(m, _, _)| start - m <= 10.0).map(|(_, p, _)| *p).collect();
         let flagged = commissioning.iter().filter(|p| **p >= 0.8).count();
         eprintln!(
             "{fault} at {fs} Hz: {flagged} of {} commissioning windows flagged: {commissioning:?}",
@@ -423,8 +403,28 @@ fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_r
         );
         let healthy = scored("MTR-002");
         assert!(
-            healthy.iter().all(|(_, p)| *p < 0.8),
+            healthy.iter().all(|(_, p, _)| *p < 0.8),
             "{fs} Hz: the healthy motor is never flagged: {healthy:?}"
         );
     }
+}
+
+/// `recording` replayed through tenant `vibration` into `out`: per window, minutes to the end of
+/// the recording, the probability and the model that scored it.
+fn scored_windows(
+    (plugins, models): (&Path, &Path),
+    recording: &Path,
+    out: &Path,
+) -> Vec<(f64, f64, String)> {
+    let o = replay("vibration", (plugins, models), recording, out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out).expect("predictions");
+    // snapshot,device,timestamp,minutes_to_end,life,probability,is_failure,model,alerts,top_feature
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let r: Vec<&str> = l.split(',').collect();
+            (r[3].parse().expect("minutes"), r[5].parse().expect("p"), r[7].to_string())
+        })
+        .collect()
 }
