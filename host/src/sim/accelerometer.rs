@@ -212,7 +212,7 @@ fn broadband(rng: &mut SmallRng, fs_hz: f64, n: usize, gain: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bearing_features::spectrum::{Unit, analyse};
+    use bearing_features::spectrum::{BurstSpectrum, Unit, analyse};
     use rand::SeedableRng as _;
 
     const FEMTO_LIKE: Mounting = Mounting {
@@ -222,28 +222,42 @@ mod tests {
         resonance_hz: 5_000.0,
     };
 
-    /// Median over `bursts` bursts at health `h` of each of (RMS g, velocity mm/s, kurtosis,
-    /// crest, resonance SK, BPFO prominence).
-    fn features(m: &Mounting, h: f64, bursts: usize, seed: u64) -> [f64; 6] {
+    /// Median over `bursts` bursts at health `h` and sample rate `fs` of each quantity `pick`
+    /// takes from a burst's analysis.
+    fn medians<const N: usize>(
+        m: &Mounting,
+        h: f64,
+        fs: f64,
+        bursts: usize,
+        seed: u64,
+        pick: impl Fn(&BurstSpectrum) -> [f64; N],
+    ) -> [f64; N] {
         let mut rng = SmallRng::seed_from_u64(seed);
         let defects = m.bearing.frequencies(30.0).expect("geometry");
-        let mut rows: Vec<[f64; 6]> = (0..bursts)
+        let mut rows: Vec<[f64; N]> = (0..bursts)
             .map(|_| {
-                let x = burst(&mut rng, m, 30.0, h, DEFAULT_FS_HZ, DEFAULT_SAMPLES);
-                let s = analyse(&x, DEFAULT_FS_HZ, Unit::G, &defects).expect("a spectrum");
-                [
-                    s.moments.rms,
-                    s.velocity_rms_mm_s,
-                    s.moments.kurtosis,
-                    s.moments.crest,
-                    s.resonance_kurtosis,
-                    s.bpfo.prominence,
-                ]
+                let x = burst(&mut rng, m, 30.0, h, fs, DEFAULT_SAMPLES);
+                pick(&analyse(&x, fs, Unit::G, &defects).expect("a spectrum"))
             })
             .collect();
         std::array::from_fn(|j| {
             rows.sort_by(|a, b| a[j].total_cmp(&b[j]));
             rows[bursts / 2][j]
+        })
+    }
+
+    /// Median over `bursts` bursts at health `h` of each of (RMS g, velocity mm/s, kurtosis,
+    /// crest, resonance SK, BPFO prominence).
+    fn features(m: &Mounting, h: f64, bursts: usize, seed: u64) -> [f64; 6] {
+        medians(m, h, DEFAULT_FS_HZ, bursts, seed, |s| {
+            [
+                s.moments.rms,
+                s.velocity_rms_mm_s,
+                s.moments.kurtosis,
+                s.moments.crest,
+                s.resonance_kurtosis,
+                s.bpfo.prominence,
+            ]
         })
     }
 
@@ -307,18 +321,8 @@ mod tests {
 
     /// Median kurtosis and BPFO, BPFI, BSF prominences over `bursts` bursts.
     fn line_features(m: &Mounting, h: f64, fs: f64, bursts: usize, seed: u64) -> [f64; 4] {
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let defects = m.bearing.frequencies(30.0).expect("geometry");
-        let mut rows: Vec<[f64; 4]> = (0..bursts)
-            .map(|_| {
-                let x = burst(&mut rng, m, 30.0, h, fs, DEFAULT_SAMPLES);
-                let s = analyse(&x, fs, Unit::G, &defects).expect("a spectrum");
-                [s.moments.kurtosis, s.bpfo.prominence, s.bpfi.prominence, s.bsf.prominence]
-            })
-            .collect();
-        std::array::from_fn(|j| {
-            rows.sort_by(|a, b| a[j].total_cmp(&b[j]));
-            rows[bursts / 2][j]
+        medians(m, h, fs, bursts, seed, |s| {
+            [s.moments.kurtosis, s.bpfo.prominence, s.bpfi.prominence, s.bsf.prominence]
         })
     }
 
