@@ -33,6 +33,8 @@ pub enum ModelError {
     Load { name: String, reason: String },
     #[error("feature {0:?} is required by the model but missing")]
     MissingFeature(String),
+    #[error("model {model:?} cannot score missing values (NaN): {features}")]
+    Incomplete { model: String, features: String },
     #[error("inference failed: {0}")]
     Inference(String),
 }

@@ -59,6 +59,26 @@ impl OnnxModel {
         })
     }
 
+    /// A graph computes on whatever it is given, and a missing value (NaN) may come out as a
+    /// confident answer — the sequence CNN's `Max(x, ε)` turns it into ε and a healthy 0 — so a
+    /// row with one is refused, naming the missing features (the trees, by contrast, route a
+    /// missing value down the branch their training chose).
+    fn complete(&self, rows: &[f32]) -> Result<(), ModelError> {
+        if !rows.iter().any(|v| v.is_nan()) {
+            return Ok(());
+        }
+        let n = self.features.len().max(1);
+        let mut missing: Vec<&str> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_nan())
+            .map(|(i, _)| self.features.get(i % n).map_or("?", String::as_str))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        Err(ModelError::Incomplete { model: self.id.clone(), features: missing.join(", ") })
+    }
+
     /// The failure probability of each row of an output: the last column.
     fn probabilities(&self, outputs: TVec<TValue>, rows: usize) -> Result<Vec<f32>, ModelError> {
         let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
@@ -95,6 +115,7 @@ impl Model for OnnxModel {
     }
 
     fn predict_row(&self, row: &[f32], _explain: bool) -> Result<Score, ModelError> {
+        self.complete(row)?;
         let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
         let input = Tensor::from_shape(&[1, row.len()], row).map_err(fail)?;
         let outputs = self.plan.run(tvec!(input.into_tvalue()));
@@ -109,6 +130,7 @@ impl Model for OnnxModel {
         let Some(batched) = self.batched.as_ref().filter(|_| count > 1 && rows.len() == count * n) else {
             return rows.chunks_exact(n).map(|r| self.predict_row(r, false).map(|s| s.probability)).collect();
         };
+        self.complete(rows)?;
         let fail = |e: TractError| ModelError::Inference(format!("{e:#}"));
         let input = Tensor::from_shape(&[count, n], rows).map_err(fail)?;
         let outputs = batched.run(tvec!(input.into_tvalue()));
