@@ -641,6 +641,10 @@ def comparison(femto_df, sim_df):
 LINES = [f for f in FEMTO_FEATURES if f.split("_")[1] in ("bpfo", "bpfi", "bsf", "ftf")]
 
 
+# Appended to a simulated motor's name when it is scored without its envelope lines.
+NO_GEOMETRY = " (no geometry)"
+
+
 def without_geometry(frame):
     """The same windows as a device without a bearing geometry gives them: no envelope lines."""
     out = frame.copy()
@@ -778,11 +782,14 @@ def femto(args):
             m = fit(family, params, tr[FEMTO_FEATURES].to_numpy(np.float32), y, None, None, seed, early_stopping=False)
             return m.predict_proba(te[FEMTO_FEATURES].to_numpy(np.float32))[:, 1]
         rows = lobo_table(df, predict)
-        sim_rows = sim_split_table(df, sim_test, predict) if sim is not None else None
-        # The healthy and seeded test motors again, as devices without a bearing geometry.
-        bare = (without_geometry(sim_test[sim_test.bearing.str.startswith(("healthy", "seeded"))])
-                if sim is not None else None)
-        bare_rows = sim_split_table(df, bare, predict) if sim is not None else None
+        sim_rows = bare_rows = None
+        if sim is not None:
+            # The healthy and seeded test motors also as devices without a bearing geometry,
+            # scored by the same fit.
+            bare = without_geometry(sim_test[sim_test.bearing.str.startswith(("healthy", "seeded"))])
+            both = sim_split_table(df, pd.concat([sim_test, bare.assign(bearing=bare.bearing + NO_GEOMETRY)]), predict)
+            sim_rows = [r for r in both if not r["bearing"].endswith(NO_GEOMETRY)]
+            bare_rows = [r for r in both if r["bearing"].endswith(NO_GEOMETRY)]
         report(f"{family}-{i % len(FEMTO_RUNS)}-last{int(horizon * 100)}pct{suffix[mode]}", rows,
                {"family": family, **{k: str(v) for k, v in params.items()}, "label_last_fraction_of_life": horizon,
                 "training": training[mode]}, sim_rows, bare_rows)
