@@ -68,6 +68,8 @@ const SLIP: f64 = 0.1;
 const ROUGHNESS: (f64, f64) = (80.0, 1.2);
 
 /// Where a bearing's defect is: what strikes, how often, and how the load zone modulates it.
+/// Named on the command line and in recordings as clap spells it: `outer-race`, `inner-race`,
+/// `ball`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Fault {
     /// A spall on the outer race: impacts at BPFO, steady.
@@ -80,15 +82,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The name used on the command line and in recordings: `outer-race`, `inner-race`, `ball`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::OuterRace => "outer-race",
-            Fault::InnerRace => "inner-race",
-            Fault::Ball => "ball",
-        }
-    }
-
     /// Impacts per second, the frequency of the load zone's modulation (Hz, `None`: steady) and
     /// the impacts' strength relative to an outer-race defect's, for a shaft at `shaft_hz`.
     fn impacts(self, bearing: &Geometry, shaft_hz: f64) -> (f64, Option<f64>, f64) {

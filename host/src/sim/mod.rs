@@ -320,7 +320,9 @@ pub fn write_recording(
             match motor.spec.degradation {
                 Some(d) => format!(
                     "{} bearing defect from {:.0} s, failure at {:.0} s",
-                    motor.spec.mounting.fault.name(),
+                    clap::ValueEnum::to_possible_value(&motor.spec.mounting.fault)
+                        .expect("every fault has a name")
+                        .get_name(),
                     d.onset_s,
                     d.failure_s
                 ),

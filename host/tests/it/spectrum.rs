@@ -389,6 +389,8 @@ fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_r
         // The commissioning period: the tenant's first 10 minutes, all baseline.
         let commissioning: Vec<f64> =
             damaged.iter().filter(|(m, _, _)| start - m <= 10.0).map(|(_, p, _)| *p).collect();
+        // A snapshot every 20 s: some 30 windows, not a lone one that would make any share easy.
+        assert!(commissioning.len() >= 25, "{} commissioning windows", commissioning.len());
         let flagged = commissioning.iter().filter(|p| **p >= 0.8).count();
         eprintln!(
             "{fault} at {fs} Hz: {flagged} of {} commissioning windows flagged: {commissioning:?}",
