@@ -87,8 +87,13 @@ pub fn probability(
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], color(HIGH).mix(0.6)));
         for (k, curve) in curves.iter().enumerate() {
             let c = color(CURVES[k % CURVES.len()]);
-            chart
-                .draw_series(LineSeries::new(curve.points.iter().copied(), c.stroke_width(2)))
+            // A curve of one point (a report over less than one of its buckets, such as the
+            // demo's minute) is a dot: an SVG polyline needs two points, and the PDF would drop it.
+            let drawn = match curve.points.as_slice() {
+                [lone] => chart.draw_series(std::iter::once(Circle::new(*lone, 3, c.filled()))),
+                points => chart.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2))),
+            };
+            drawn
                 .map_err(failed)?
                 .label(curve.name.clone())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2)));
@@ -215,4 +220,40 @@ pub fn age_bands(bands: &[Band], size: (u32, u32)) -> anyhow::Result<String> {
         root.present().map_err(failed)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn polylines(svg: &str) -> Vec<usize> {
+        svg.split("<polyline")
+            .skip(1)
+            .map(|tag| {
+                let points =
+                    tag.split("points=\"").nth(1).expect("points").split('"').next().expect("points");
+                points.split_whitespace().count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_curve_of_one_point_is_drawn_as_a_dot_not_a_one_point_line() {
+        let curve = |name: &str, points: Vec<(f64, f64)>| Curve { name: name.into(), points, alerts: vec![] };
+        let label = |d: usize| format!("day {d}");
+        let svg =
+            probability(&[curve("MTR-001", vec![(0.5, 0.9)])], 7.0, &label, 0.8, (400, 200)).expect("svg");
+        assert!(polylines(&svg).iter().all(|&n| n >= 2), "{:?}", polylines(&svg));
+        let dots = svg.matches("<circle").count();
+        assert_eq!(dots, 1, "the lone point is a dot: {svg}");
+        let svg = probability(
+            &[curve("MTR-001", vec![(0.5, 0.9), (1.0, 0.2), (2.0, 0.4)])],
+            7.0,
+            &label,
+            0.8,
+            (400, 200),
+        )
+        .expect("svg");
+        assert!(polylines(&svg).contains(&3), "the curve is a line: {:?}", polylines(&svg));
+    }
 }
