@@ -262,15 +262,15 @@ pub fn compute(window: &Window<'_>, baseline: impl Fn(&str) -> Option<f64>) -> R
     Ok(out)
 }
 
-/// One value per quantity from the axes' values: levels as the RMS over axes (energies: mean),
-/// the peak and the envelope lines as the largest axis; shapes as the largest axis.
+/// One value per quantity from the axes' values: the peak (`vib_peak_g`), the envelope lines
+/// (`vib_bpfo_g` … `vib_ftf_g`) and the shapes as the largest axis; the other levels as the RMS
+/// over axes (energies: their mean).
 fn combine(per_axis: &[[f64; LEVELS.len() + SHAPES]]) -> [f64; LEVELS.len() + SHAPES] {
     let n = per_axis.len() as f64;
     std::array::from_fn(|i| {
         let values = per_axis.iter().map(|q| q[i]);
         match i {
-            1 | 9..=12 => values.fold(f64::NAN, f64::max),
-            _ if i >= LEVELS.len() => values.fold(f64::NAN, f64::max),
+            _ if i == 1 || (9..=12).contains(&i) || i >= LEVELS.len() => values.fold(f64::NAN, f64::max),
             _ if IS_ENERGY[i] => values.sum::<f64>() / n,
             _ => (values.map(|v| v * v).sum::<f64>() / n).sqrt(),
         }
