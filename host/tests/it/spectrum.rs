@@ -341,6 +341,49 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     assert!(healthy.iter().all(|(_, p, _)| *p < 0.8), "the CNN never flags the healthy motor: {healthy:?}");
 }
 
+/// At the simulator's own time scale — a 16-day life, the defect from its middle, a burst every
+/// hour — with the commissioning period a real machine would have (its first day, where FEMTO's
+/// accelerated lives use 10 minutes): the shipped tenant warns of the wearing motor more than a
+/// day before its failure and never before its defect starts, and never flags the healthy motor
+/// beside it. (`models/sim-days.sh` measures the same over 48 motors: models/README.md.)
+#[test]
+fn a_bearing_wearing_out_over_days_is_flagged_a_day_ahead_with_a_one_day_baseline() {
+    let _timing = crate::support::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recordings = dir.path().join("sim");
+    let day = 86_400;
+    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["simulate", "--sensor", "accelerometer", "--motors", "2", "--failing", "1"])
+        .arg(format!("--onset={}", 8 * day))
+        .arg(format!("--time-to-failure={}", 16 * day))
+        .args(["--period", "3600", "--seed", "23", "--record"])
+        .arg(&recordings)
+        .output()
+        .expect("edgepm simulate --record");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
+    deploy("vibration", &plugins, &models);
+    let toml = plugins.join("vibration/tenant.toml");
+    let text = std::fs::read_to_string(&toml).expect("tenant.toml");
+    let changed = text.replace("baseline_minutes = 10\n", "baseline_minutes = 1440\n");
+    assert_ne!(text, changed);
+    std::fs::write(&toml, changed).expect("tenant.toml");
+    let scored = |motor: &str| {
+        scored_windows((&plugins, &models), &recordings.join(motor), &dir.path().join(format!("{motor}.csv")))
+    };
+    let hours = |minutes: f64| minutes / 60.0;
+    let wearing = scored("MTR-001");
+    assert!(wearing.len() > 350, "{} windows: one an hour over ~16 days", wearing.len());
+    let first = wearing.iter().find(|(_, p, _)| *p >= 0.8).expect("the wearing motor is flagged");
+    assert!(hours(first.0) >= 24.0, "flagged {:.0} h before its failure", hours(first.0));
+    // Its defect starts 8 days (± 5 %) before the end: no alarm before 8.4 days.
+    let before_onset = wearing.iter().filter(|(m, _, _)| hours(*m) > 8.4 * 24.0);
+    assert!(before_onset.clone().all(|(_, p, _)| *p < 0.8), "{:?}", before_onset.collect::<Vec<_>>());
+    let healthy = scored("MTR-002");
+    assert!(healthy.len() > 350);
+    assert!(healthy.iter().all(|(_, p, _)| *p < 0.8), "the healthy motor is never flagged: {healthy:?}");
+}
+
 /// A bearing already damaged when it is commissioned: its baseline includes the defect, so its
 /// levels over the baseline stay ≈ 1 and only the shapes (kurtosis, crest, resonance SK, the
 /// envelope's defect lines) can tell. The shipped tenant `vibration` flags such a motor within its
