@@ -40,7 +40,7 @@ pub struct Curve {
 }
 
 /// Failure probability over `days` days from the start (`day_label(d)` names day `d`), one
-/// line per curve, its alerts as ringed dots, the `threshold` dashed.
+/// line per curve, its alerts as ringed dots, the high-risk `threshold` dashed.
 pub fn probability(
     curves: &[Curve],
     days: f64,
@@ -83,7 +83,7 @@ pub fn probability(
                 color(HIGH).mix(0.6).stroke_width(1),
             ))
             .map_err(failed)?
-            .label(format!("alert threshold {:.0} %", threshold * 100.0))
+            .label(format!("high risk {:.0} %", threshold * 100.0))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], color(HIGH).mix(0.6)));
         for (k, curve) in curves.iter().enumerate() {
             let c = color(CURVES[k % CURVES.len()]);

@@ -30,7 +30,8 @@ pub const ALERTS_LISTED: usize = 400;
 const CHART_H: f32 = 210.0;
 /// Characters of an alert's text shown (its explanation is the contributions column).
 const BODY_SHOWN: usize = 100;
-/// The band the report calls high risk (the default alert threshold).
+/// The band the report calls high risk: the default alert threshold. A tenant may set its own
+/// (tenant `ai4i`: 0.61); its alerts, the chart's dots, are where its policy raised them.
 pub const HIGH_RISK: f64 = 0.8;
 
 /// An ISO 8601 week, `2025-W14` (made by parsing or [`IsoWeek::containing`]: always one that
@@ -331,7 +332,7 @@ impl WeekReport {
         l.below(CHART_H);
         l.paragraph(
             &format!(
-                "The {} highest-risk equipment; each point is the highest probability of its interval, dots are alerts.",
+                "The {} highest-risk equipment; each point is the highest probability of its interval, dots are alerts (at each tenant's own threshold).",
                 self.curves.len()
             ),
             7.5,
