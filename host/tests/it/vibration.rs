@@ -1,8 +1,9 @@
 //! Real accelerometers through the live path: the shipped tenant `vibration` deployed with one
 //! command, an asset record naming the bearing, bursts that say what they measure (sample rate,
 //! unit, compact base64 i16 samples) published to mosquitto, `edgepm run` scoring them on the
-//! contract 0.2.0 preprocessor with baselines from the store — checked with a separate subscriber
-//! and by reading the SQLite store directly.
+//! contract 0.2.0 preprocessor with baselines from the store, then the bearing replaced (a new
+//! baseline from the asset record's `baseline_since`) — checked with a separate subscriber and by
+//! reading the SQLite store directly.
 
 use crate::support::broker::{HostProcess, Mosquitto};
 use crate::support::wait_until;
@@ -143,5 +144,47 @@ fn accelerometer_bursts_are_scored_against_each_machines_own_baseline() {
     let (_, described) = edgepm::store::decode_channels(&blob).expect("decodes");
     assert_eq!(described[0].fs_hz, Some(FS));
     assert_eq!(described[0].unit.as_deref(), Some("g"));
+
+    // The bearing is replaced: the asset record says since when (`baseline_since`), and the new
+    // bearing runs quieter (~0.25 g) than the old one's baseline (0.4 g). Its windows are relative
+    // to its own commissioning period, not to the old bearing's: ≈ 1, not ≈ 0.6. 25 bursts 3 s
+    // apart: the one-minute period ends within them, and its baseline is kept beside the old one.
+    let replaced_ms = start + (healthy + failing) as i64 * 10_000;
+    broker.publish_lines(
+        "edgepm/vibration/PUMP-7/asset",
+        &[format!(
+            r#"{{"balls":13,"ball_diameter_mm":3.5,"pitch_diameter_mm":25.6,"rpm":1800,"site":"Plant A","baseline_since":{replaced_ms}}}"#
+        )],
+    );
+    let updated = wait_until(Duration::from_secs(20), || {
+        host.count("SELECT count(*) FROM assets WHERE attributes LIKE '%baseline_since%'") == 1
+    });
+    assert!(updated.is_some(), "the new asset record is stored");
+    let new_bearing = 25usize;
+    let lines: Vec<String> = (0..new_bearing)
+        .map(|i| {
+            let quiet: Vec<f32> = burst(1_000 + i as u64, false).iter().map(|v| v * 0.625).collect();
+            payload(replaced_ms + 1_000 + i as i64 * 3_000, &quiet)
+        })
+        .collect();
+    broker.publish_lines("edgepm/vibration/PUMP-7/telemetry", &lines);
+    let all = windows + new_bearing;
+    let msgs = sub.wait_for(Duration::from_secs(60), |m| predictions_seen(m) >= all);
+    assert_eq!(predictions_seen(&msgs), all, "{msgs:?}");
+    let last = all - 1;
+    let (rms, rel) = (feature(last, "vib_rms_g"), feature(last, "vib_rms_rel"));
+    assert!((rms / 0.4 - 0.625).abs() < 0.1, "the new bearing is quieter: {rms} g");
+    assert!((rel - 1.0).abs() < 0.1, "relative to its own baseline: {rel}");
+    let kept: Vec<f64> = store
+        .prepare(
+            "SELECT value FROM baselines WHERE device = 'PUMP-7' AND feature = 'vib_rms_g' ORDER BY value",
+        )
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("baselines");
+    assert_eq!(kept.len(), 2, "the old bearing's baseline and the new one's: {kept:?}");
+    assert!((kept[0] - 0.25).abs() < 0.04 && (kept[1] - 0.4).abs() < 0.05, "{kept:?}");
     host.stop();
 }
