@@ -141,9 +141,8 @@ fn tract_matches_onnxruntime_on_the_sequence_cnn() {
     let (lo, hi) = ort.iter().fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
     assert!(lo < 0.2 && hi > 0.8, "probabilities from {lo} to {hi}");
     // A 12 kHz accelerometer has no 8–12.8 kHz band (nor a whole 4–8 kHz one): its rows lack
-    // those readings. The graph
-    // would turn the NaN into a confident "healthy" (Max(x, ε)); the host refuses the row and
-    // names what is missing, alone or in a batch.
+    // those readings. The graph would turn the NaN into a confident "healthy" (Max(x, ε)); the
+    // host refuses the row and names what is missing, alone or in a batch.
     let band = |k: usize| format!("seq_band_8000_12800hz_rel_{k}");
     let mut row = p.rows[0].clone();
     for k in 0..4 {

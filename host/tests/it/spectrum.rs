@@ -288,14 +288,10 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     // Two motors over 30 simulated minutes, a snapshot every 20 s; the first wears out from
     // minute 10 and fails at minute 30 (each ±5 %: its recording ends at its failure). The
     // tenant's commissioning period is its first 10 minutes.
-    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-        .args(["simulate", "--sensor", "accelerometer", "--motors", "2", "--failing", "1"])
-        .args(["--onset", "600", "--time-to-failure", "1800", "--period", "20", "--seed", "5", "--record"])
-        .arg(&recordings)
-        .output()
-        .expect("edgepm simulate --record");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    record_simulated(
+        &recordings,
+        &["--onset", "600", "--time-to-failure", "1800", "--period", "20", "--seed", "5"],
+    );
     let rec = edgepm::recordings::load(&recordings.join("MTR-001")).expect("a recording");
     assert_eq!((rec.fs_hz, rec.axes.len(), rec.axes[0].name.as_str()), (25_600.0, 1, "vibration"));
     assert!(rec.axes[0].snapshots.iter().all(|s| s.len() == 4_096));
@@ -323,11 +319,7 @@ fn a_simulated_accelerometer_life_replays_through_the_vibration_tenant() {
     for f in ["metadata.json", "model.onnx"] {
         std::fs::copy(shipped.join(f), cnn.join(f)).expect("the shipped CNN");
     }
-    let toml = plugins.join("vibration/tenant.toml");
-    let text = std::fs::read_to_string(&toml).expect("tenant.toml");
-    let changed = text.replace("model = \"bearing-spectrum-xgb\"", "model = \"bearing-spectrum-cnn\"");
-    assert_ne!(text, changed);
-    std::fs::write(&toml, changed).expect("tenant.toml");
+    edit_tenant(&plugins, "model = \"bearing-spectrum-xgb\"", "model = \"bearing-spectrum-cnn\"");
     let failing = scored("MTR-001");
     assert!(
         failing
@@ -352,22 +344,11 @@ fn a_bearing_wearing_out_over_days_is_flagged_a_day_ahead_with_a_one_day_baselin
     let dir = tempfile::tempdir().expect("tempdir");
     let recordings = dir.path().join("sim");
     let day = 86_400;
-    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-        .args(["simulate", "--sensor", "accelerometer", "--motors", "2", "--failing", "1"])
-        .arg(format!("--onset={}", 8 * day))
-        .arg(format!("--time-to-failure={}", 16 * day))
-        .args(["--period", "3600", "--seed", "23", "--record"])
-        .arg(&recordings)
-        .output()
-        .expect("edgepm simulate --record");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (onset, life) = (format!("--onset={}", 8 * day), format!("--time-to-failure={}", 16 * day));
+    record_simulated(&recordings, &[&onset, &life, "--period", "3600", "--seed", "23"]);
     let (plugins, models) = (dir.path().join("plugins"), dir.path().join("models"));
     deploy("vibration", &plugins, &models);
-    let toml = plugins.join("vibration/tenant.toml");
-    let text = std::fs::read_to_string(&toml).expect("tenant.toml");
-    let changed = text.replace("baseline_minutes = 10\n", "baseline_minutes = 1440\n");
-    assert_ne!(text, changed);
-    std::fs::write(&toml, changed).expect("tenant.toml");
+    edit_tenant(&plugins, "baseline_minutes = 10\n", "baseline_minutes = 1440\n");
     let scored = |motor: &str| {
         scored_windows((&plugins, &models), &recordings.join(motor), &dir.path().join(format!("{motor}.csv")))
     };
@@ -402,24 +383,24 @@ fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_r
         // Two motors over 20 simulated minutes, a snapshot every 20 s; the first's defect is at
         // health 0.44 when the recording starts and fails at minute 20 (±5 %).
         let recordings = dir.path().join(fault);
-        let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
-            .args([
-                "simulate",
-                "--sensor",
-                "accelerometer",
-                "--motors",
-                "2",
-                "--failing",
-                "1",
+        record_simulated(
+            &recordings,
+            &[
                 "--fault",
                 fault,
-            ])
-            .args(["--fs-hz", fs, "--samples", samples, "--onset=-2400", "--time-to-failure", "1200"])
-            .args(["--period", "20", "--seed", "17", "--record"])
-            .arg(&recordings)
-            .output()
-            .expect("edgepm simulate --record");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                "--fs-hz",
+                fs,
+                "--samples",
+                samples,
+                "--onset=-2400",
+                "--time-to-failure",
+                "1200",
+                "--period",
+                "20",
+                "--seed",
+                "17",
+            ],
+        );
         let description =
             std::fs::read_to_string(recordings.join("MTR-001/recording.toml")).expect("recording.toml");
         assert!(description.contains(&format!("{fault} bearing defect")), "{description}");
@@ -452,6 +433,32 @@ fn a_bearing_damaged_at_commissioning_is_flagged_whatever_its_fault_and_sample_r
             "{fs} Hz: the healthy motor is never flagged: {healthy:?}"
         );
     }
+}
+
+/// `edgepm simulate --sensor accelerometer --record <dir>` of two motors, the first failing, with
+/// `args` (timing, seed, fault, sample rate).
+fn record_simulated(dir: &Path, args: &[&str]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_edgepm"))
+        .args(["simulate", "--sensor", "accelerometer", "--motors", "2", "--failing", "1"])
+        .args(args)
+        .arg("--record")
+        .arg(dir)
+        .output()
+        .expect("edgepm simulate --record");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Tenant `vibration`'s deployed tenant.toml with `from` replaced by `to` (which must be there).
+fn edit_tenant(plugins: &Path, from: &str, to: &str) {
+    let toml = plugins.join("vibration/tenant.toml");
+    let text = std::fs::read_to_string(&toml).expect("tenant.toml");
+    assert!(text.contains(from), "{from:?} in {text}");
+    std::fs::write(&toml, text.replace(from, to)).expect("tenant.toml");
 }
 
 /// `recording` replayed through tenant `vibration` into `out`: per window, minutes to the end of
